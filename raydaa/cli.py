@@ -1,0 +1,37 @@
+"""`raydaa` command line: one subcommand per capability, each a module with its own main()."""
+
+from __future__ import annotations
+
+import sys
+
+# subcommand -> (module, one-line help); modules are imported lazily so `raydaa --help`
+# does not pay for torch/ray imports.
+SUBCOMMANDS = {
+    "theory": ("raydaa.theory", "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: raydaa <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `raydaa <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"raydaa: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
