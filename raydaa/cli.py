@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import sys
 
-# subcommand -> (module, one-line help); modules are imported lazily so `raydaa --help`
-# does not pay for torch/ray imports.
+# subcommand -> ("module:function", one-line help); modules are imported lazily so
+# `raydaa --help` does not pay for torch/ray imports.
 SUBCOMMANDS = {
-    "theory": ("raydaa.theory", "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)"),
+    "sft": ("raydaa.commands:sft_main", "stage 1: SFT, registered as the scenario's reference"),
+    "align": ("raydaa.commands:align_main", "stage 2: one alignment run of one method and config"),
+    "data": ("raydaa.commands:data_main", "`data check`: validate a scenario's or a file's data"),
+    "theory": (
+        "raydaa.theory:main",
+        "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",
+    ),
 }
 
 
@@ -29,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import importlib
 
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest)
+    module, function = SUBCOMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), function)(rest)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""`raydaa sft`, `raydaa align` and `raydaa data check`: the training stages from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from raydaa.scenario import DEFAULT_SCENARIO, ConfigError, load_scenario
+from raydaa.stages import DEFAULT_RESULTS
+
+
+def connect_ray(address: str | None) -> None:
+    """Join `--address` / $RAY_ADDRESS, or start a local Ray; print the dashboard URL."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    url = getattr(context, "dashboard_url", None)
+    print(
+        f"Ray: {context.address_info.get('address', 'local')}"
+        + (f", dashboard http://{url}" if url else ", dashboard not running"),
+        flush=True,
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario", default=DEFAULT_SCENARIO, help="scenario name or YAML path (default: tiny)"
+    )
+    parser.add_argument(
+        "--results", default=DEFAULT_RESULTS, help="results directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
+    )
+
+
+def _load(parser: argparse.ArgumentParser, name: str):
+    try:
+        return load_scenario(name)
+    except ConfigError as err:
+        parser.error(str(err))
+
+
+def sft_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="raydaa sft",
+        description=(
+            "Stage 1: train SFT on the scenario's SFT data (paper Table 4 recipe) and register it "
+            "as the scenario's reference policy, reused by every alignment trial."
+        ),
+    )
+    _common(parser)
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="share of the SFT data, 0.01-1 (paper RQ4)"
+    )
+    parser.add_argument(
+        "--base", action="store_true", help="register the base model, no SFT (paper RQ1)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="retrain even if a matching reference exists"
+    )
+    args = parser.parse_args(argv)
+    if not 0.01 <= args.fraction <= 1.0:
+        parser.error(f"--fraction must be in [0.01, 1], got {args.fraction}")
+    scenario = _load(parser, args.scenario)
+    connect_ray(args.address)
+    from raydaa.stages import run_sft
+
+    record = run_sft(
+        scenario,
+        results=args.results,
+        fraction=args.fraction,
+        base_init=args.base,
+        force=args.force,
+    )
+    print(json.dumps(record, indent=2))
+    print(f"reference policy of {scenario.name}: {record['path']}")
+    return 0
+
+
+def align_main(argv: list[str] | None = None) -> int:
+    from raydaa.losses import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="raydaa align",
+        description=(
+            "Stage 2: one alignment run of one method with one configuration, from the "
+            "scenario's reference policy (run `raydaa sft` first)."
+        ),
+    )
+    _common(parser)
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--beta", type=float, required=True)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument(
+        "--lambda", dest="lambda_", type=float, default=1.0, help="alignment-term weight λ"
+    )
+    parser.add_argument(
+        "--sft-weight", type=float, default=0.0, help="1 for single-stage ORPO/ASFT"
+    )
+    parser.add_argument("--gamma-beta-ratio", type=float, default=0.5, help="SimPO's γ/β")
+    parser.add_argument(
+        "--normalization", default="paper", choices=("paper", "original", "sum", "mean")
+    )
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimizer steps (a smoke test; the lr schedule keeps its length)",
+    )
+    args = parser.parse_args(argv)
+    scenario = _load(parser, args.scenario)
+    from raydaa.data import DataValidationError
+    from raydaa.losses import get_spec
+    from raydaa.stages import AlignConfig, prepare_alignment, reference_record, run_alignment
+
+    if reference_record(args.results, scenario) is None:
+        print(
+            f"raydaa align: scenario {scenario.name} has no reference policy in {args.results}; "
+            f"run `raydaa sft --scenario {scenario.name}` first",
+            file=sys.stderr,
+        )
+        return 2
+    connect_ray(args.address)
+
+    config = AlignConfig(
+        args.method,
+        args.beta,
+        args.lr,
+        args.lambda_,
+        args.sft_weight,
+        args.gamma_beta_ratio,
+        args.normalization,
+        args.epochs,
+    )
+    try:
+        shared = prepare_alignment(
+            scenario, results=args.results, needs_reference=get_spec(args.method).needs_reference
+        )
+    except DataValidationError as err:
+        print(f"raydaa align: {err}", file=sys.stderr)
+        return 2
+    overrides = {"stop_after_steps": args.max_steps} if args.max_steps else {}
+    result = run_alignment(scenario, config, shared, results=args.results, **overrides)
+    final = {k: v for k, v in result.final.items() if isinstance(v, int | float | str)}
+    print(
+        json.dumps(
+            {
+                "status": result.status,
+                "error": result.error,
+                "model": result.path,
+                "seconds": round(result.seconds, 1),
+                "final": final,
+            },
+            indent=2,
+        )
+    )
+    return 0 if result.status in ("finished", "stopped") else 1
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="raydaa data", description="Validate data before a run.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser(
+        "check", help="count bad rows by reason; non-zero exit above the threshold"
+    )
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--scenario", help="check the scenario's SFT, preference and validation data"
+    )
+    source.add_argument("path", nargs="?", help="a JSONL / Parquet / Arrow file or a dataset name")
+    check.add_argument(
+        "--threshold", type=float, default=0.01, help="largest tolerated share of bad rows"
+    )
+    check.add_argument("--split", default="train")
+    check.add_argument(
+        "--tokenizer", default=None, help="tokenizer path, enables the prompt-length check"
+    )
+    check.add_argument("--max-length", type=int, default=None)
+    args = parser.parse_args(argv)
+    from raydaa.data import check_data, data_check_main
+
+    if args.path:
+        return data_check_main(
+            args.path,
+            args.threshold,
+            split=args.split,
+            tokenizer=args.tokenizer,
+            max_length=args.max_length,
+        )
+    scenario = _load(check, args.scenario)
+    from raydaa.stages import load_tokenizer, resolve_source
+
+    tokenizer, status = load_tokenizer(scenario), 0
+    for which in ("sft", "preference", "validation"):
+        split = getattr(scenario.data, f"{which}_split")
+        report = check_data(
+            resolve_source(getattr(scenario.data, which), split),
+            split=split,
+            tokenizer=tokenizer,
+            max_length=scenario.max_length,
+            name=f"{scenario.name}:{which}",
+        )
+        over = report.fraction_bad > args.threshold or report.n_kept == 0
+        print(report.format())
+        print(
+            f"=> {'REFUSED' if over else 'ok'}: {report.fraction_bad:.2%} bad "
+            f"({'above' if over else 'within'} the {args.threshold:.2%} threshold)\n"
+        )
+        status = max(status, int(over))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(sft_main())

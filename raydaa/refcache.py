@@ -1,0 +1,179 @@
+"""Reference log-probs computed once per (reference checkpoint, data) and shared by trials.
+
+The reference policy's per-sequence log-probs of the preference data depend on neither β,
+nor lr, nor λ: a sweep needs them once, not once per trial. We store the sum and the token
+count of each completion (both normalizations derive from them) in one Parquet file per
+key, under `<storage>/refcache/`, where `storage` is a local path or any URI pyarrow's
+filesystems read (s3://, gs://, a mounted NFS path), so every node of a cluster reads the
+same file and no trial ever holds or runs a reference model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+
+from raydaa.logprobs import SequenceLogps, concatenated_forward
+
+COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")
+SCHEMA = pa.schema([("index", pa.int64())] + [(name, pa.float64()) for name in COLUMNS[1:]])
+_SAMPLE_BYTES = 1 << 20  # bytes read from each end of a checkpoint file for its fingerprint
+
+
+def checkpoint_fingerprint(directory: str | Path) -> str:
+    """A cheap content key for an HF checkpoint directory: every file's name, size and its
+    first and last MiB. Hashing a whole 16 GB 8B checkpoint would take minutes; a retrained
+    checkpoint changes sizes or the bytes at either end of its weight files."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"reference checkpoint {directory} has no files")
+    h = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(directory)}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(_SAMPLE_BYTES))
+            if size > 2 * _SAMPLE_BYTES:
+                f.seek(-_SAMPLE_BYTES, os.SEEK_END)
+                h.update(f.read(_SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def cache_key(reference_fingerprint: str, data_fingerprint: str) -> str:
+    """The data fingerprint already covers tokens, max length and template."""
+    return hashlib.sha256(f"{reference_fingerprint}:{data_fingerprint}".encode()).hexdigest()[:32]
+
+
+def _filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in storage:
+        return pafs.FileSystem.from_uri(storage)
+    return pafs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def cache_uri(storage: str, key: str) -> str:
+    return f"{storage.rstrip('/')}/refcache/{key}.parquet"
+
+
+def _score_shard(
+    reference_dir: str, rows: list[dict], pad_token_id: int, batch_size: int
+) -> pa.Table:
+    """Reference log-probs of `rows` (tokenized preference rows), in float32."""
+    from transformers import AutoModelForCausalLM
+
+    from raydaa.data import PreferenceCollator
+
+    model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32).eval()
+    collate = PreferenceCollator(pad_token_id)
+    out: dict[str, list] = {name: [] for name in COLUMNS}
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size])
+            chosen, rejected = concatenated_forward(model, batch, pad_token_id)
+            out["index"] += batch["index"].tolist()
+            out["chosen_logp_sum"] += chosen.sum.double().tolist()
+            out["chosen_count"] += chosen.count.double().tolist()
+            out["rejected_logp_sum"] += rejected.sum.double().tolist()
+            out["rejected_count"] += rejected.count.double().tolist()
+    return pa.table(out, schema=SCHEMA)
+
+
+def compute_reference_logps(
+    reference_dir: str | Path,
+    dataset,
+    *,
+    pad_token_id: int,
+    num_workers: int = 2,
+    batch_size: int = 32,
+) -> pa.Table:
+    """Score every row of a tokenized preference `datasets.Dataset` with the reference,
+    in `num_workers` Ray tasks over contiguous shards (one reference forward per row)."""
+    import ray
+
+    rows = dataset.to_list()
+    if not rows:
+        raise ValueError("no preference rows to score")
+    num_workers = max(1, min(num_workers, len(rows)))
+    bounds = [len(rows) * i // num_workers for i in range(num_workers + 1)]
+
+    @ray.remote(num_cpus=1)
+    def score(shard: list[dict]) -> pa.Table:
+        torch.set_num_threads(1)  # one task per core
+        return _score_shard(str(reference_dir), shard, pad_token_id, batch_size)
+
+    shards = [score.remote(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return pa.concat_tables(ray.get(shards)).sort_by("index")
+
+
+def write_atomically(table: pa.Table, uri: str) -> None:
+    """Write to a unique temporary name, then rename: readers never see a partial file and
+    two writers of the same key both leave a complete one."""
+    fs, path = _filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, path)
+
+
+def ensure_reference_cache(
+    reference_dir: str | Path,
+    prepared,
+    storage: str,
+    *,
+    pad_token_id: int,
+    num_workers: int = 2,
+) -> str:
+    """The cache URI for (reference, data), computing and writing it only if it is missing.
+    `prepared` is a `raydaa.data.Prepared` preference set (its fingerprint keys the file)."""
+    key = cache_key(checkpoint_fingerprint(reference_dir), prepared.fingerprint)
+    uri = cache_uri(storage, key)
+    fs, path = _filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        table = compute_reference_logps(
+            reference_dir, prepared.dataset, pad_token_id=pad_token_id, num_workers=num_workers
+        )
+        write_atomically(table, uri)
+    return uri
+
+
+@dataclass
+class ReferenceLogps:
+    """The cache in memory: row index -> the reference's (sum, count) for both completions."""
+
+    chosen: SequenceLogps  # each field (N,), float64, ordered by row position
+    rejected: SequenceLogps
+    position: dict[int, int]  # row index -> position
+
+    @classmethod
+    def load(cls, uri: str) -> ReferenceLogps:
+        fs, path = _filesystem(uri)
+        table = pq.read_table(path, filesystem=fs)
+        missing = set(COLUMNS) - set(table.column_names)
+        if missing:
+            raise ValueError(f"reference cache {uri} lacks columns {sorted(missing)}")
+        col = {name: torch.from_numpy(table.column(name).to_numpy().copy()) for name in COLUMNS}
+        return cls(
+            chosen=SequenceLogps(col["chosen_logp_sum"], col["chosen_count"]),
+            rejected=SequenceLogps(col["rejected_logp_sum"], col["rejected_count"]),
+            position={int(i): p for p, i in enumerate(col["index"].tolist())},
+        )
+
+    def lookup(self, index: torch.Tensor) -> tuple[SequenceLogps, SequenceLogps]:
+        """(chosen, rejected) for a batch's row indices, shape (B,) each."""
+        try:
+            pos = torch.tensor([self.position[int(i)] for i in index.tolist()])
+        except KeyError as err:
+            raise KeyError(
+                f"row index {err.args[0]} is not in the reference cache: "
+                "the cache was built for other data"
+            ) from None
+        pick = lambda s: SequenceLogps(s.sum[pos], s.count[pos])  # noqa: E731
+        return pick(self.chosen), pick(self.rejected)

@@ -1,0 +1,376 @@
+"""The two training stages of a scenario, as Ray Train runs of the generic DeepSpeed loop.
+
+    stage 1  run_sft        SFT on the scenario's SFT data (or the base model, paper RQ1);
+                            its export is registered as the scenario's reference policy
+    stage 2  run_alignment  one DAA method with one configuration, initialised from the
+                            reference, reading reference log-probs from the shared cache
+
+Both read the scenario's recipe (paper Table 4, scaled for `tiny`) and never name a
+method: `PreferenceObjective` reads the method's spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from raydaa import data as data_lib
+from raydaa.objectives import PreferenceObjective, SFTObjective
+from raydaa.refcache import ensure_reference_cache
+from raydaa.scenario import RecipeConfig, Scenario
+
+DEFAULT_RESULTS = "raydaa_results"
+
+
+# ---------------------------------------------------------------------------------------
+# Scenario assets: tokenizer, model factory, prepared data
+# ---------------------------------------------------------------------------------------
+
+
+def load_tokenizer(scenario: Scenario):
+    if scenario.model.builder == "tiny":
+        from raydaa.scenarios import build_tiny_tokenizer
+
+        return build_tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(scenario.model.hf_id)
+    if tokenizer.pad_token_id is None:  # Llama ships none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def base_model(scenario: Scenario, **load_kwargs):
+    """The scenario's stage-0 model: tiny's random init, or a pretrained HF checkpoint."""
+    if scenario.model.builder == "tiny":
+        from raydaa.scenarios import build_tiny_model
+
+        return build_tiny_model(seed=scenario.seed)
+    return pretrained_model(scenario.model.hf_id, **load_kwargs)
+
+
+def pretrained_model(path: str, **load_kwargs):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+
+
+def resolve_source(source: str, split: str):
+    """`tiny:<split>` -> the built-in dataset; anything else is passed to data.py."""
+    if source.startswith("tiny:"):
+        from raydaa.scenarios import tiny_datasets
+
+        name = source.split(":", 1)[1]
+        sets = tiny_datasets()
+        if name not in sets:
+            raise ValueError(f"unknown tiny dataset {name!r}; valid: {sorted(sets)}")
+        return sets[name]
+    return source
+
+
+def prepare(
+    scenario: Scenario, which: str, tokenizer, *, fraction: float = 1.0
+) -> data_lib.Prepared:
+    """Validated, tokenized data of the scenario: which in {"sft", "preference", "validation"}.
+    Refuses (DataValidationError) above the bad-row threshold, with the full report."""
+    cfg = scenario.data
+    source = resolve_source(getattr(cfg, which), getattr(cfg, f"{which}_split"))
+    split = getattr(cfg, f"{which}_split")
+    name = f"{scenario.name}:{which}"
+    if which == "sft":
+        return data_lib.prepare_sft(
+            source,
+            tokenizer,
+            max_length=scenario.max_length,
+            split=split,
+            fraction=fraction,
+            seed=scenario.seed,
+            name=name,
+        )
+    return data_lib.prepare_preferences(
+        source, tokenizer, max_length=scenario.max_length, split=split, name=name
+    )
+
+
+def saved_dataset(prepared: data_lib.Prepared, root: Path):
+    """Save tokenized rows once under `root/data/<fingerprint>` and return a loader that
+    workers call: the rows travel through storage, not through the pickled train config."""
+    path = root / "data" / prepared.fingerprint[:32]
+    if not (path / "dataset_info.json").exists():
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        prepared.dataset.save_to_disk(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return partial(datasets.load_from_disk, str(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Settings from a recipe
+# ---------------------------------------------------------------------------------------
+
+
+def train_settings(
+    scenario: Scenario, recipe: RecipeConfig, n_rows: int, *, lr: float, **overrides: Any
+) -> dict[str, Any]:
+    """TrainSettings (as a dict) for `epochs` over `n_rows` with the scenario's resources."""
+    res = scenario.resources
+    steps = max(1, math.ceil(recipe.epochs * n_rows / recipe.global_batch_size))
+    settings = {
+        "total_steps": steps,
+        "global_batch_size": recipe.global_batch_size,
+        "micro_batch_size": recipe.micro_batch_size,
+        "num_workers": res.num_workers,
+        "cpus_per_worker": res.cpus_per_worker,
+        "use_gpu": res.use_gpu,
+        "lr": lr,
+        "betas": recipe.adam_betas,
+        "warmup_ratio": recipe.warmup_ratio,
+        "grad_clip": recipe.grad_clip,
+        "zero_stage": res.zero_stage,
+        "bf16": res.bf16,
+        "gradient_checkpointing": res.gradient_checkpointing,
+        "attn_implementation": res.attn_implementation,
+        "seed": scenario.seed,
+        "log_every": max(1, steps // 20),
+    }
+    settings.update(overrides)
+    return settings
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 1: SFT and the reference registry
+# ---------------------------------------------------------------------------------------
+
+
+def scenario_dir(results: str | Path, scenario: Scenario) -> Path:
+    return Path(results).resolve() / scenario.name
+
+
+def reference_record(results: str | Path, scenario: Scenario) -> dict[str, Any] | None:
+    """The registered reference of a scenario ({"path", "init", "fraction", ...}) or None."""
+    path = scenario_dir(results, scenario) / "reference.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _register(results, scenario: Scenario, record: dict[str, Any]) -> None:
+    path = scenario_dir(results, scenario) / "reference.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.rename(path)
+
+
+@dataclass
+class StageResult:
+    status: str
+    """finished, diverged, stopped, or failed."""
+    path: str | None
+    """HF export of the trained model (None when the run produced none)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def _hf_export(result) -> str | None:
+    if result.checkpoint is None:
+        return None
+    path = Path(result.checkpoint.path) / "hf"
+    return str(path) if path.exists() else None
+
+
+def _run(
+    settings: dict[str, Any], *, name: str, storage: Path, model_fn, loss_fn, dataset, collate_fn
+) -> StageResult:
+    from raydaa.train import run_training
+
+    start = time.perf_counter()
+    result = run_training(
+        settings,
+        name=name,
+        storage_path=str(storage),
+        model_fn=model_fn,
+        loss_fn=loss_fn,
+        dataset=dataset,
+        collate_fn=collate_fn,
+    )
+    out = result.return_value or {}
+    return StageResult(
+        status=out.get("status", "failed"),
+        path=_hf_export(result),
+        history=out.get("history", []),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def run_sft(
+    scenario: Scenario,
+    *,
+    results: str | Path = DEFAULT_RESULTS,
+    fraction: float = 1.0,
+    base_init: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Stage 1, once per scenario: train SFT (or take the base model, `base_init`, paper RQ1),
+    save it with its tokenizer, and register it as the scenario's reference. An existing
+    registration with the same settings is reused unless `force`."""
+    root = scenario_dir(results, scenario)
+    root.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        "init": "base" if base_init else "sft",
+        "fraction": None if base_init else fraction,
+        "seed": scenario.seed,
+    }
+    existing = reference_record(results, scenario)
+    if existing and not force and all(existing.get(k) == v for k, v in wanted.items()):
+        return existing
+
+    tokenizer = load_tokenizer(scenario)
+    record = dict(wanted, scenario=scenario.name, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if base_init:
+        target = root / "base"
+        model = base_model(scenario)
+        shutil.rmtree(target, ignore_errors=True)
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        record |= {"path": str(target), "status": "finished"}
+    else:
+        prepared = prepare(scenario, "sft", tokenizer, fraction=fraction)
+        lr = scenario.sft.lr
+        if lr is None:
+            raise ValueError(f"scenario {scenario.name}: sft.lr is required for the SFT stage")
+        settings = train_settings(scenario, scenario.sft, len(prepared.dataset), lr=lr)
+        name = f"sft-frac{fraction:g}-seed{scenario.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stage = _run(
+            settings,
+            name=name,
+            storage=root / "runs",
+            model_fn=partial(base_model, scenario),
+            loss_fn=SFTObjective(),
+            dataset=saved_dataset(prepared, root),
+            collate_fn=data_lib.SFTCollator(tokenizer.pad_token_id),
+        )
+        if stage.status != "finished" or stage.path is None:
+            raise RuntimeError(
+                f"SFT stage ended with status {stage.status!r} at "
+                f"{stage.final.get('step')}: nothing registered"
+            )
+        tokenizer.save_pretrained(stage.path)
+        record |= {
+            "path": stage.path,
+            "status": stage.status,
+            "rows": len(prepared.dataset),
+            "dropped": prepared.report.n_bad,
+            "final_loss": stage.final.get("loss"),
+            "seconds": round(stage.seconds, 1),
+        }
+    _register(results, scenario, record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 2: one alignment run
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """One point of a method's search space."""
+
+    method: str
+    beta: float
+    lr: float
+    lambda_: float = 1.0
+    sft_weight: float = 0.0
+    gamma_beta_ratio: float = 0.5
+    normalization: str = "paper"
+    epochs: int | None = None
+    """Overrides the scenario's align.epochs (single-stage runs use 1 or 2)."""
+
+
+def prepare_alignment(
+    scenario: Scenario, *, results: str | Path = DEFAULT_RESULTS, needs_reference: bool = True
+) -> dict[str, Any]:
+    """Everything trials share, computed once: reference record, tokenized preference data
+    (saved), and the reference log-prob cache when some method needs it."""
+    ref = reference_record(results, scenario)
+    if ref is None:
+        raise FileNotFoundError(
+            f"scenario {scenario.name} has no reference policy under {scenario_dir(results, scenario)}; "
+            f"run `raydaa sft --scenario {scenario.name}` first"
+        )
+    tokenizer = load_tokenizer(scenario)
+    prepared = prepare(scenario, "preference", tokenizer)
+    root = scenario_dir(results, scenario)
+    shared = {
+        "reference": ref,
+        "rows": len(prepared.dataset),
+        "dataset": saved_dataset(prepared, root),
+        "pad_token_id": tokenizer.pad_token_id,
+        "cache": None,
+    }
+    if needs_reference:
+        shared["cache"] = ensure_reference_cache(
+            ref["path"],
+            prepared,
+            str(root),
+            pad_token_id=tokenizer.pad_token_id,
+            num_workers=max(1, scenario.resources.num_workers),
+        )
+    return shared
+
+
+def run_alignment(
+    scenario: Scenario,
+    config: AlignConfig,
+    shared: dict[str, Any],
+    *,
+    results: str | Path = DEFAULT_RESULTS,
+    name: str | None = None,
+    **setting_overrides: Any,
+) -> StageResult:
+    """Train the reference policy with one DAA configuration (the policy starts at π_ref)."""
+    from raydaa.data import PreferenceCollator
+
+    objective = PreferenceObjective(
+        method=config.method,
+        beta=config.beta,
+        lambda_=config.lambda_,
+        sft_weight=config.sft_weight,
+        gamma_beta_ratio=config.gamma_beta_ratio,
+        normalization=config.normalization,
+        reference_cache=shared["cache"],
+        pad_token_id=shared["pad_token_id"],
+    )
+    recipe = (
+        scenario.align
+        if config.epochs is None
+        else RecipeConfig(**{**scenario.align.__dict__, "epochs": config.epochs})
+    )
+    settings = train_settings(scenario, recipe, shared["rows"], lr=config.lr, **setting_overrides)
+    name = (
+        name or f"{config.method}-b{config.beta:g}-lr{config.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    try:
+        return _run(
+            settings,
+            name=name,
+            storage=scenario_dir(results, scenario) / "runs",
+            model_fn=partial(pretrained_model, shared["reference"]["path"]),
+            loss_fn=objective,
+            dataset=shared["dataset"],
+            collate_fn=PreferenceCollator(shared["pad_token_id"]),
+        )
+    except Exception as err:  # a failed run is a result with its reason, not a crash
+        return StageResult(status="failed", path=None, error=f"{type(err).__name__}: {err}")

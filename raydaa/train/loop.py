@@ -1,0 +1,231 @@
+"""`train_loop_per_worker`: the per-worker DeepSpeed training loop run by Ray Train.
+
+Generic over the objective: it calls `loss_fn(engine, batch) -> (loss, metrics)` and never
+looks inside. Config keys (the `train_loop_config` of the TorchTrainer):
+
+    settings    TrainSettings or its dict form
+    model_fn    callable(**model_load_kwargs) -> torch.nn.Module (e.g. an HF causal LM);
+                called on every worker after seeding, so all ranks start identical
+    loss_fn     callable(engine, batch) -> (scalar loss tensor, {name: scalar}); batch is
+                the collated micro batch on the engine's device, tensors (m, ...); the
+                metrics must have the same keys on every worker (they are all-reduced)
+    dataset     map-style dataset (len + getitem) of examples, or a zero-argument callable
+                building one on the worker (keeps large data out of the pickled config)
+    collate_fn  optional, list of examples -> batch dict; default torch default_collate
+                (examples of equal-shape tensors; HF datasets: use .with_format("torch"))
+    count_tokens optional, batch -> int; default `metrics.count_tokens`
+    resume_from optional ray.train.Checkpoint or path of one (from this engine) to start
+                from when Ray has no checkpoint of its own for this run (Ray Train V2's
+                replacement for the trainer's removed `resume_from_checkpoint`)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch.utils.data import default_collate
+
+from raydaa.train.checkpoint import export_hf, load_training_state, save_training_state
+from raydaa.train.deepspeed_config import (
+    build_deepspeed_config,
+    make_lr_scheduler,
+    model_load_kwargs,
+)
+from raydaa.train.metrics import StepStats, count_tokens, is_finite
+from raydaa.train.settings import TrainSettings
+from raydaa.train.sharding import BatchPlan
+
+RUNNING, FINISHED, STOPPED, DIVERGED = "running", "finished", "stopped", "diverged"
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Train with DeepSpeed on this worker; report metrics and checkpoints to Ray Train.
+
+    Returns (rank 0's becomes `Result.return_value`): {"status", "step", "history"}, where
+    history is the list of metric dicts reported by this invocation.
+    """
+    settings = TrainSettings.coerce(config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if world != settings.num_workers:
+        raise ValueError(f"settings.num_workers={settings.num_workers} but Ray started {world}")
+    # 2 workers on 2 cores: more threads than reserved CPUs only oversubscribes.
+    torch.set_num_threads(settings.cpus_per_worker)
+
+    engine = _build_engine(config["model_fn"], settings)
+    device = engine.device
+    start_step = 0
+    # Ray's own checkpoint (a restart of this run) wins over the one we were started from.
+    checkpoint = ray.train.get_checkpoint() or _as_checkpoint(config.get("resume_from"))
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = load_training_state(engine, Path(ckpt_dir), rank=rank)
+        _check_resumable(state, settings)
+        start_step = int(state["step"])
+
+    dataset = config["dataset"]
+    if callable(dataset) and not hasattr(dataset, "__getitem__"):
+        dataset = dataset()
+    collate: Callable = config.get("collate_fn") or default_collate
+    tokens_of: Callable = config.get("count_tokens") or count_tokens
+    loss_fn: Callable = config["loss_fn"]
+    plan = BatchPlan(len(dataset), global_batch_size=settings.global_batch_size,
+                     micro_batch_size=settings.micro_batch_size, world_size=world,
+                     rank=rank, seed=settings.seed)
+
+    history: list[dict[str, Any]] = []
+    if start_step >= settings.last_step:
+        # Restarted from a checkpoint that is already the end: nothing left to train.
+        status = FINISHED if start_step >= settings.total_steps else STOPPED
+        ray.train.report({"step": start_step, "status": status})
+        return {"status": status, "step": start_step, "history": history}
+    status = RUNNING
+
+    engine.train()
+    window_start, window_tokens = time.perf_counter(), 0
+    for step in range(start_step, settings.last_step):
+        lr = float(engine.get_lr()[0])  # the lr this step uses (scheduler stepped last step)
+        stats = StepStats()
+        for micro in range(settings.grad_accum_steps):
+            # (m examples) -> batch of (m, ...) tensors, e.g. {"input_ids": (m, T)}
+            batch = _to_device(collate([dataset[i] for i in plan.indices(step, micro)]), device)
+            loss, metrics = loss_fn(engine, batch)
+            engine.backward(loss)  # DeepSpeed scales by 1/accum
+            engine.step()  # updates (clip, AdamW, lr schedule) only at the accumulation boundary
+            stats.add(loss, metrics, tokens_of(batch))
+        done = step + 1
+        loss_mean, metric_means, tokens = stats.reduce(device)
+        grad_norm = _grad_norm(engine)
+        window_tokens += tokens
+
+        diverged = not (is_finite(loss_mean) and is_finite(grad_norm))
+        if diverged:
+            status = DIVERGED
+        elif done == settings.last_step:
+            status = FINISHED if done == settings.total_steps else STOPPED
+        save = status in (FINISHED, STOPPED) or (
+            settings.checkpoint_every is not None and done % settings.checkpoint_every == 0)
+        if not (diverged or save or done % settings.log_every == 0):
+            continue
+
+        elapsed = time.perf_counter() - window_start
+        report = {
+            "step": done,
+            "epoch": plan.epoch_of(step),
+            "loss": loss_mean,
+            **metric_means,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "tokens": tokens,
+            "tokens_per_s": window_tokens / elapsed if elapsed > 0 else 0.0,
+            "samples_seen": done * settings.global_batch_size,
+            "status": status,
+        }
+        if diverged:
+            # A non-finite model is worth nothing: report the step, save nothing, stop.
+            report["diverged_step"] = done
+        _report(engine, report, rank=rank, settings=settings, save=save and not diverged)
+        history.append(report)
+        window_start, window_tokens = time.perf_counter(), 0
+        if diverged:
+            break
+    return {"status": status, "step": history[-1]["step"], "history": history}
+
+
+def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSettings) -> Any:
+    """Seeded model from the factory, wrapped by `deepspeed.initialize`."""
+    # Imported here, not at module level: the Ray Train controller unpickles this module
+    # too and has no use for DeepSpeed's import time.
+    import deepspeed
+
+    if settings.use_gpu:
+        torch.cuda.set_device(ray.train.torch.get_device())
+    # Ray Train already created the torch process group (gloo on CPU, nccl on GPU);
+    # DeepSpeed wraps that one instead of initialising its own.
+    deepspeed.init_distributed(dist_backend="nccl" if settings.use_gpu else "gloo")
+    ds_config = build_deepspeed_config(settings)
+    hf_ds_config = None
+    if settings.zero_stage == 3:
+        # Keeps a global reference that makes HF from_pretrained/from_config partition
+        # weights at load time (zero.Init) instead of materialising the full model per rank.
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds_config = HfDeepSpeedConfig(ds_config)
+    torch.manual_seed(settings.seed)
+    model = model_fn(**model_load_kwargs(settings))
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # no KV cache in training; HF refuses it with checkpointing
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_config,
+        lr_scheduler=partial(make_lr_scheduler, settings=settings),
+    )
+    engine._raydaa_hf_ds_config = hf_ds_config  # lives as long as the engine
+    return engine
+
+
+def _report(engine: Any, metrics: dict[str, Any], *, rank: int, settings: TrainSettings,
+            save: bool) -> None:
+    """`ray.train.report` from every rank (it is a barrier); with a checkpoint, each rank
+    contributes its own directory (its ZeRO shard) and Ray merges them."""
+    if not save:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="raydaa-ckpt-") as tmp:
+        directory = Path(tmp)
+        client_state = {
+            "step": metrics["step"],
+            "samples_seen": metrics["samples_seen"],
+            "seed": settings.seed,
+            "global_batch_size": settings.global_batch_size,
+        }
+        save_training_state(engine, directory, rank=rank, client_state=client_state)
+        if settings.export_hf and metrics["status"] in (FINISHED, STOPPED):
+            export_hf(engine, directory, rank=rank, zero_stage=settings.zero_stage)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_step_{metrics['step']:06d}",
+        )
+
+
+def _check_resumable(state: Mapping[str, Any], settings: TrainSettings) -> None:
+    """The data position is a function of (step, seed, global batch): refuse a resume
+    that would silently replay a different data order."""
+    for key in ("seed", "global_batch_size"):
+        if state.get(key) != getattr(settings, key):
+            raise ValueError(
+                f"cannot resume: checkpoint has {key}={state.get(key)}, settings have "
+                f"{getattr(settings, key)}; the data order would differ"
+            )
+
+
+def _as_checkpoint(value: Any) -> ray.train.Checkpoint | None:
+    if value is None or isinstance(value, ray.train.Checkpoint):
+        return value
+    return ray.train.Checkpoint(path=str(value))
+
+
+def _grad_norm(engine: Any) -> float | None:
+    norm = engine.get_global_grad_norm()
+    return None if norm is None else float(norm)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
