@@ -183,7 +183,7 @@ def data_main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--max-length", type=int, default=None)
     args = parser.parse_args(argv)
-    from raydaa.data import check_data, data_check_main
+    from raydaa.data import check_data, data_check_main, print_reports
 
     if args.path:
         return data_check_main(
@@ -196,24 +196,14 @@ def data_main(argv: list[str] | None = None) -> int:
     scenario = _load(check, args.scenario)
     from raydaa.stages import load_tokenizer, resolve_source
 
-    tokenizer, status = load_tokenizer(scenario), 0
+    tokenizer = load_tokenizer(scenario)
+    reports = []
     for which in ("sft", "preference", "validation"):
         split = getattr(scenario.data, f"{which}_split")
-        report = check_data(
-            resolve_source(getattr(scenario.data, which), split),
-            split=split,
-            tokenizer=tokenizer,
-            max_length=scenario.max_length,
-            name=f"{scenario.name}:{which}",
-        )
-        over = report.fraction_bad > args.threshold or report.n_kept == 0
-        print(report.format())
-        print(
-            f"=> {'REFUSED' if over else 'ok'}: {report.fraction_bad:.2%} bad "
-            f"({'above' if over else 'within'} the {args.threshold:.2%} threshold)\n"
-        )
-        status = max(status, int(over))
-    return status
+        reports.append(check_data(resolve_source(getattr(scenario.data, which), split), split=split,
+                                  tokenizer=tokenizer, max_length=scenario.max_length,
+                                  name=f"{scenario.name}:{which}"))
+    return print_reports(reports, args.threshold)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Scenario configuration: model, data, lengths, the two training recipes and resources.
+"""Scenario configuration: model, data, lengths, the two training recipes, resources, and how
+trials are evaluated (generation parameters and the judge).
 
 Loaded from `search_spaces/scenarios/<name>.yaml` into typed dataclasses (litgpt style: a
 docstring under each field, cross-field checks in `__post_init__`). An unknown key is an
@@ -41,15 +42,30 @@ def build(cls, data: Any, where: str):
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
-        ftype = fields[name].type
-        sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        kwargs[name] = build(sub, value, f"{where}.{name}") if sub else value
+        sub = _dataclass_of(fields[name].type)
+        optional_and_absent = value is None and _is_optional(fields[name].type)
+        kwargs[name] = build(sub, value, f"{where}.{name}") if sub and not optional_and_absent else value
     try:
         return cls(**kwargs)
     except TypeError as err:  # a missing required key
         raise ConfigError(f"{where}: {err}") from None
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _type_names(ftype: Any) -> list[str]:
+    """The member names of a field's annotation: "X | None" -> ["X", "None"]."""
+    text = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    return [part.strip() for part in text.split("|")]
+
+
+def _dataclass_of(ftype: Any):
+    """The section dataclass a field holds (also for an optional "X | None" field), or None."""
+    return next((_DATACLASSES[n] for n in _type_names(ftype) if n in _DATACLASSES), None)
+
+
+def _is_optional(ftype: Any) -> bool:
+    return "None" in _type_names(ftype)
 
 
 @dataclass
@@ -77,8 +93,11 @@ class DataConfig:
     format: str = "conversational"
     """conversational (chat template, UF scenarios) or plain (TL;DR)."""
     sft_split: str = "train"
+    """Split of `sft` ("train"/"test", or the hub's own name, e.g. train_sft)."""
     preference_split: str = "train"
+    """Split of `preference` (UF: train_prefs)."""
     validation_split: str = "test"
+    """Split of `validation` (UF: test_prefs)."""
 
     def __post_init__(self) -> None:
         if self.format not in ("conversational", "plain"):
@@ -90,19 +109,43 @@ class RecipeConfig:
     """One training stage (paper Table 4)."""
 
     lr: float | None = None
-    """Peak learning rate; for alignment the sweep sets it."""
+    """Peak learning rate; for alignment the sweep sets it (paper Table 4: SFT 6e-6)."""
     epochs: int = 1
+    """Passes over the stage's data (paper: 1; single-stage setups also 2, set by the sweep)."""
     global_batch_size: int = 128
+    """Examples (SFT rows or preference pairs) per optimizer step, over all workers."""
     micro_batch_size: int = 1
+    """Examples per worker per forward; accumulation = global / (micro x workers)."""
     warmup_ratio: float = 0.03
+    """Share of the steps with linear warmup (paper Table 4)."""
     grad_clip: float = 2.0
+    """Max gradient norm (paper Table 4)."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
+    """Adam beta1, beta2 (paper Table 4)."""
+    optimizer: str = "adam"
+    """adam: Adam without weight decay (paper Table 4; run as AdamW with weight_decay 0)."""
+    lr_schedule: str = "linear"
+    """linear: linear warmup, then linear decay to 0 (paper Table 4)."""
 
     def __post_init__(self) -> None:
-        self.adam_betas = tuple(self.adam_betas)
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if self.epochs < 1 or self.global_batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("epochs, global_batch_size and micro_batch_size must be >= 1")
         self.lr = None if self.lr is None else float(self.lr)
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.optimizer != "adam":
+            raise ValueError(f"optimizer must be 'adam' (the only one implemented), got {self.optimizer!r}")
+        if self.lr_schedule != "linear":
+            raise ValueError(
+                f"lr_schedule must be 'linear' (the only one implemented), got {self.lr_schedule!r}"
+            )
 
 
 @dataclass
@@ -114,28 +157,185 @@ class ResourcesConfig:
     zero_stage: int = 2
     """DeepSpeed ZeRO stage: 2 on CPU and for 3B models, 3 for 8B."""
     bf16: bool = False
+    """bf16 weights and activations (GPU runs); fp32 on CPU."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (long UF sequences)."""
     attn_implementation: str = "sdpa"
+    """sdpa (everywhere) or flash_attention_2 (paper Table 4; needs GPUs and flash-attn)."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.cpus_per_worker < 1:
+            raise ValueError("num_workers and cpus_per_worker must be >= 1")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        valid = ("eager", "sdpa", "flash_attention_2")
+        if self.attn_implementation not in valid:
+            raise ValueError(
+                f"attn_implementation must be one of {list(valid)}, got {self.attn_implementation!r}"
+            )
+        if self.attn_implementation == "flash_attention_2" and not self.use_gpu:
+            raise ValueError("attn_implementation flash_attention_2 needs use_gpu: true")
+
+
+BENCHMARKS = ("alpaca_eval", "arena_hard")
+"""Public benchmarks a UF scenario is judged on; each brings its own prompts and baseline."""
+JUDGES = ("gold", "gpt_side_by_side", *BENCHMARKS)
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling of each trial's answers, for the KL estimate and the judge (paper Table 8)."""
+
+    temperature: float = 0.9
+    """Sampling temperature (paper Table 8); 0 is greedy."""
+    top_k: int = 40
+    """Keep the k most likely tokens (paper Table 8); 0 disables."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (paper Table 8); 1.0 disables."""
+    max_new_tokens: int = 256
+    """Tokens generated per answer (paper Table 8: 256 TL;DR, 4096 UF)."""
+    num_prompts: int | None = None
+    """Validation prompts sampled per trial, where KL(policy || reference) is measured
+    (paper A.3: on the validation subset); None: all of them."""
+    greedy_benchmarks: list[str] = field(default_factory=list)
+    """Benchmarks generated with temperature 0 whatever `temperature` says (paper A.3:
+    Arena-Hard, following its original configuration)."""
+
+    def __post_init__(self) -> None:
+        self.temperature, self.top_p = float(self.temperature), float(self.top_p)
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
+        unknown = sorted(set(self.greedy_benchmarks) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"greedy_benchmarks: unknown {unknown}; valid: {list(BENCHMARKS)}")
+
+
+@dataclass
+class JudgeConfig:
+    """How a trial's quality is measured (paper §4.2, A.3)."""
+
+    type: str
+    """gold: tiny's programmatic judge; gpt_side_by_side: an LLM compares the policy's answer
+    with a baseline answer (TL;DR, paper Appendix I prompt); alpaca_eval / arena_hard: the
+    public benchmark (UF; AlpacaEval 2 LC win rate is the paper's primary UF metric)."""
+    num_prompts: int | None = None
+    """Prompts judged, for judges on the scenario's own prompts (paper: 500 golden TL;DR
+    prompts); None: all. Benchmarks bring their own prompts, so null there."""
+    baseline: str = "chosen"
+    """What the policy's answer is compared with: sft_policy (the scenario's reference
+    policy's own samples on the same prompts), chosen (the validation pair's chosen
+    answer), reference (the reference completion of `prompts`, TL;DR's golden summaries),
+    benchmark (the benchmark's own baseline model)."""
+    prompts: str | None = None
+    """Source of the judged prompts when they are not the scenario's validation pairs
+    (TL;DR: `trl-lib/tldr`, whose validation split holds the golden summaries)."""
+    prompts_split: str = "validation"
+    """Split of `prompts`."""
+    model: str | None = None
+    """The judge LLM (gpt_side_by_side: gpt-4o-2024-08-06, paper §4.2); null for gold and for
+    benchmarks, which use their own default annotator."""
+    endpoint_env: str | None = None
+    """Environment variable holding the judge API's base URL (read at evaluation time)."""
+    api_key_env: str | None = None
+    """Environment variable holding the judge API's key (the key never goes into YAML)."""
+    prompt_template: str | None = None
+    """The side-by-side prompt: tldr_side_by_side (paper Appendix I)."""
+    extra_benchmarks: list[str] = field(default_factory=list)
+    """Further benchmarks reported next to `type` (UF: arena_hard beside alpaca_eval)."""
+
+    def __post_init__(self) -> None:
+        if self.type not in JUDGES:
+            raise ValueError(f"judge.type: unknown {self.type!r}; valid: {list(JUDGES)}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
+        if self.baseline not in ("sft_policy", "chosen", "reference", "benchmark"):
+            raise ValueError(
+                f"baseline must be sft_policy, chosen, reference or benchmark, got {self.baseline!r}"
+            )
+        unknown = sorted(set(self.extra_benchmarks) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"extra_benchmarks: unknown {unknown}; valid: {list(BENCHMARKS)}")
+        if self.type in self.extra_benchmarks:
+            raise ValueError(f"extra_benchmarks repeats the judge type {self.type!r}")
+        if self.type in BENCHMARKS:
+            if self.num_prompts is not None or self.prompts is not None:
+                raise ValueError(f"{self.type} brings its own prompts: num_prompts and prompts must be null")
+            if self.baseline != "benchmark":
+                raise ValueError(f"{self.type} compares with its own baseline: baseline must be 'benchmark'")
+        elif self.baseline == "benchmark":
+            raise ValueError(f"baseline 'benchmark' needs a benchmark judge, not {self.type!r}")
+        if self.type == "gpt_side_by_side":
+            missing = [k for k in ("model", "endpoint_env", "api_key_env", "prompt_template")
+                       if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"gpt_side_by_side needs {missing}")
+        if self.type == "gold" and (self.model or self.endpoint_env or self.api_key_env):
+            raise ValueError("the gold judge is code: model, endpoint_env and api_key_env must be null")
+        if self.type == "gold" and self.prompts is not None:
+            raise ValueError("the gold judge scores the scenario's validation prompts: prompts must be null")
 
 
 @dataclass
 class Scenario:
     name: str
+    """The scenario's name: its file stem, its results folder, its key in method spaces."""
     model: ModelConfig
+    """The base model (stage 0)."""
     data: DataConfig
+    """SFT, preference and validation data."""
     max_length: int
     """Tokens per prompt + completion (paper: 1024 TL;DR, 4096 UF)."""
     sft: RecipeConfig = field(default_factory=RecipeConfig)
+    """Stage 1 recipe (paper Table 4)."""
     align: RecipeConfig = field(default_factory=RecipeConfig)
+    """Stage 2 recipe; lr (and for single-stage setups epochs) come from the search space."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Per-trial resources."""
     seed: int = 0
+    """Seed of data order, initialization and sampling."""
+    generation: GenerationConfig | None = None
+    """Sampling for evaluation (paper Table 8); every shipped scenario sets it."""
+    judge: JudgeConfig | None = None
+    """Quality judge (paper §4.2, A.3); every shipped scenario sets it."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for stage in ("sft", "align"):
+            recipe, workers = getattr(self, stage), self.resources.num_workers
+            if recipe.global_batch_size % (recipe.micro_batch_size * workers):
+                raise ValueError(
+                    f"{stage}.global_batch_size ({recipe.global_batch_size}) is not a multiple of "
+                    f"{stage}.micro_batch_size x resources.num_workers "
+                    f"({recipe.micro_batch_size} x {workers})"
+                )
+        if self.judge is not None and self.judge.type == "gold" and self.model.builder != "tiny":
+            raise ValueError("judge.type gold exists only for the built-in tiny task (model.builder: tiny)")
+        if (
+            self.judge is not None
+            and self.generation is not None
+            and self.judge.prompts is None
+            and None not in (self.judge.num_prompts, self.generation.num_prompts)
+            and self.judge.num_prompts > self.generation.num_prompts
+        ):
+            raise ValueError(
+                f"judge.num_prompts ({self.judge.num_prompts}) exceeds the validation prompts "
+                f"generated (generation.num_prompts = {self.generation.num_prompts})"
+            )
 
 
-_DATACLASSES = {c.__name__: c for c in (ModelConfig, DataConfig, RecipeConfig, ResourcesConfig)}
+_DATACLASSES = {
+    c.__name__: c
+    for c in (ModelConfig, DataConfig, RecipeConfig, ResourcesConfig, GenerationConfig, JudgeConfig)
+}
 
 
 def available_scenarios(root: Path | None = None) -> list[str]:
