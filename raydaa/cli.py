@@ -7,6 +7,7 @@ import sys
 # subcommand -> ("module:function", one-line help); modules are imported lazily so
 # `raydaa --help` does not pay for torch/ray imports.
 SUBCOMMANDS = {
+    "search": ("raydaa.commands:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
     "sft": ("raydaa.commands:sft_main", "stage 1: SFT, registered as the scenario's reference"),
     "align": ("raydaa.commands:align_main", "stage 2: one alignment run of one method and config"),
     "data": ("raydaa.commands:data_main", "`data check`: validate a scenario's or a file's data"),

@@ -200,11 +200,85 @@ def data_main(argv: list[str] | None = None) -> int:
     reports = []
     for which in ("sft", "preference", "validation"):
         split = getattr(scenario.data, f"{which}_split")
-        reports.append(check_data(resolve_source(getattr(scenario.data, which), split), split=split,
-                                  tokenizer=tokenizer, max_length=scenario.max_length,
-                                  name=f"{scenario.name}:{which}"))
+        reports.append(
+            check_data(
+                resolve_source(getattr(scenario.data, which), split),
+                split=split,
+                tokenizer=tokenizer,
+                max_length=scenario.max_length,
+                name=f"{scenario.name}:{which}",
+            )
+        )
     return print_reports(reports, args.threshold)
 
 
 if __name__ == "__main__":
     sys.exit(sft_main())
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    from raydaa.losses import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="raydaa search",
+        description=(
+            "Sweep one method's β / lr / λ space in one scenario with Ray Tune (the paper's grid, "
+            "or Optuna over it); every trial becomes one row of the results store."
+        ),
+    )
+    _common(parser)
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--mode", default="grid", choices=("grid", "optuna"))
+    parser.add_argument(
+        "--num-trials", type=int, default=None, help="Optuna trials (default: half the grid)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
+    parser.add_argument(
+        "--setup",
+        default="two_stage",
+        help="two_stage, or a single-stage setup: base_init, sft_init, sft_init_align_only",
+    )
+    parser.add_argument(
+        "--multi-objective", action="store_true", help="Optuna on (quality max, KL min)"
+    )
+    parser.add_argument(
+        "--optuna-storage", default=None, help="Optuna DB URL (default: SQLite in the results dir)"
+    )
+    parser.add_argument(
+        "--storage", default=None, help="Ray Tune storage path: local dir, s3://, NFS"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    args = parser.parse_args(argv)
+    if args.num_trials is not None and args.num_trials < 1:
+        parser.error("--num-trials must be >= 1")
+    scenario = _load(parser, args.scenario)
+    from raydaa.scenario import ConfigError
+    from raydaa.search_space import load_method_space
+
+    try:
+        load_method_space(args.method, scenario, setup=args.setup)
+    except ConfigError as err:
+        parser.error(str(err))
+    connect_ray(args.address)
+    from raydaa.search import SearchSettings, run_search
+
+    where = run_search(
+        SearchSettings(
+            method=args.method,
+            scenario=args.scenario,
+            mode=args.mode,
+            num_trials=args.num_trials,
+            seed=args.seed,
+            setup=args.setup,
+            multi_objective=args.multi_objective,
+            results=args.results,
+            optuna_storage=args.optuna_storage,
+            storage=args.storage,
+            resume=args.resume,
+        )
+    )
+    print("\nsweep done:")
+    for key, value in where.items():
+        if value is not None:
+            print(f"  {key:<16} {value}")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation of an aligned policy: sampling, KL from the reference, and judges."""

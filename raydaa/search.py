@@ -1,0 +1,244 @@
+"""`raydaa search`: Ray Tune (grid or Optuna) over one method's space in one scenario.
+
+    shared once    reference policy (SFT), tokenized preference data, reference cache
+    per trial      trial_driver: one Ray Train TorchTrainer (named by the trial id), then
+                   evaluation (quality, KL) -> tune.report
+    per result     ResultsStoreCallback: one row per trial in the results store
+
+The Optuna study lives in SQLite under the results directory (or any `--optuna-storage`
+URL), named `<scenario>-<method>-<setup>`, so `optuna-dashboard sqlite:///...` opens it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raydaa.results_store import write_row
+from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_dir
+
+ALIGN_KEYS = (
+    "method",
+    "beta",
+    "lr",
+    "lambda_",
+    "sft_weight",
+    "gamma_beta_ratio",
+    "normalization",
+    "epochs",
+)
+
+
+def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:
+    """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
+    configuration: a failed or diverged run is reported with its reason."""
+    from raydaa.evaluate.policy import evaluate_policy
+    from raydaa.stages import run_alignment
+
+    trial_id = tune.get_context().get_trial_id()
+    align = AlignConfig(**{k: config[k] for k in ALIGN_KEYS if config.get(k) is not None})
+    start = time.perf_counter()
+    run = run_alignment(scenario, align, shared, results=results, name=f"trial-{trial_id}")
+    final = run.final
+    metrics: dict[str, Any] = {
+        "status": run.status if run.status != "stopped" else "failed",
+        "error": run.error or "",
+        "final_loss": final.get("loss", math.nan),
+        "reward_accuracy": final.get("rewards/accuracy", math.nan),
+        "diverged_step": final.get("diverged_step", -1),
+        "tokens_seen": sum(h.get("tokens", 0) for h in run.history),
+        "checkpoint_path": run.path or "",
+        "quality": math.nan,
+        "quality_low": math.nan,
+        "quality_high": math.nan,
+        "kl": math.nan,
+        "kl_low": math.nan,
+        "kl_high": math.nan,
+        "kl_k3": math.nan,
+    }
+    if run.status == "finished":
+        try:
+            metrics |= evaluate_policy(run.path, shared["reference"]["path"], scenario)
+        except Exception as err:  # the trained model stays on disk; the row says why
+            metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
+    metrics["device_seconds"] = (time.perf_counter() - start) * max(
+        1, scenario.resources.num_workers
+    )
+    tune.report(metrics)
+
+
+class ResultsStoreCallback(tune.Callback):
+    """Writes each trial's row when it completes, or when it errors (its reason kept)."""
+
+    def __init__(self, results: str, scenario) -> None:
+        self.results, self.scenario = results, scenario
+
+    def _row(
+        self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
+    ) -> dict:
+        config = trial.config
+        row = {k: config.get(k) for k in ALIGN_KEYS}
+        row |= {
+            k: result.get(k)
+            for k in (
+                "quality",
+                "quality_low",
+                "quality_high",
+                "kl",
+                "kl_low",
+                "kl_high",
+                "kl_k3",
+                "final_loss",
+                "reward_accuracy",
+                "tokens_seen",
+                "device_seconds",
+                "checkpoint_path",
+                "diverged_step",
+            )
+        }
+        if row.get("diverged_step") == -1:
+            row["diverged_step"] = None
+        row["epochs"] = row["epochs"] or self.scenario.align.epochs
+        return row | {
+            "trial_id": trial.trial_id,
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "status": status or result.get("status", "failed"),
+            "error": error or result.get("error", ""),
+        }
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        write_row(self.results, self.scenario.name, self._row(trial, trial.last_result or {}))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        reason = str(getattr(trial, "error_file", "") or "trial driver crashed")
+        write_row(
+            self.results,
+            self.scenario.name,
+            self._row(trial, trial.last_result or {}, "failed", reason),
+        )
+
+
+@dataclass
+class SearchSettings:
+    method: str
+    scenario: str = "tiny"
+    mode: str = "grid"
+    """grid: the exact paper grid; optuna: TPE over the same values."""
+    num_trials: int | None = None
+    """Optuna trials (default: half the grid); ignored by grid."""
+    seed: int = 0
+    setup: str = "two_stage"
+    multi_objective: bool = False
+    """Optuna on (quality max, KL min): the sweep aims at the Pareto front."""
+    results: str = DEFAULT_RESULTS
+    optuna_storage: str | None = None
+    storage: str | None = None
+    """Ray Tune storage path (local dir, s3://, NFS); default <results>/<scenario>/tune."""
+    resume: bool = False
+
+
+def concurrency(scenario) -> int:
+    """Trials that fit the cluster's free resources at once (at least 1)."""
+    import ray
+
+    res = scenario.resources
+    free = ray.available_resources()
+    fits = int(free.get("CPU", 1) // (res.num_workers * res.cpus_per_worker))
+    if res.use_gpu:
+        fits = min(fits, int(free.get("GPU", 0) // res.num_workers))
+    return max(1, fits)
+
+
+def run_search(settings: SearchSettings) -> dict[str, Any]:
+    """Prepare what trials share, then run (or resume) the sweep; returns where things are."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raydaa.losses import get_spec
+    from raydaa.scenario import load_scenario
+    from raydaa.search_space import load_method_space
+    from raydaa.stages import prepare_alignment, reference_record, run_sft
+
+    scenario = load_scenario(settings.scenario)
+    space = load_method_space(settings.method, scenario, setup=settings.setup)
+    results = str(Path(settings.results).resolve())
+    root = scenario_dir(results, scenario)
+    if reference_record(results, scenario) is None:
+        run_sft(scenario, results=results, base_init=space.init == "base")
+    shared = prepare_alignment(
+        scenario, results=results, needs_reference=get_spec(settings.method).needs_reference
+    )
+
+    name = f"{settings.method}-{settings.setup}-{settings.mode}"
+    storage_path = settings.storage or str(root / "tune")
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, scenario=scenario, shared=shared, results=results),
+        # The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune
+        # needs a non-empty request, so it asks for a little memory and no CPU.
+        {"CPU": 0, "memory": 256 * 2**20},
+    )
+    study_name = f"{scenario.name}-{settings.method}-{settings.setup}"
+    optuna_url = settings.optuna_storage or f"sqlite:///{root / 'optuna.db'}"
+    reporter = tune.CLIReporter(
+        parameter_columns={"beta": "β", "lr": "lr", "lambda_": "λ"},
+        metric_columns={"status": "status", "quality": "quality", "kl": "KL"},
+        max_report_frequency=30,
+    )
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        progress_reporter=reporter,
+        failure_config=tune.FailureConfig(max_failures=1),
+        callbacks=[ResultsStoreCallback(results, scenario)],
+    )
+    path = f"{storage_path.rstrip('/')}/{name}"
+    if settings.resume:
+        if not tune.Tuner.can_restore(path):
+            raise FileNotFoundError(f"no sweep to resume at {path}")
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        if settings.mode == "grid":
+            tune_config = tune.TuneConfig(max_concurrent_trials=concurrency(scenario))
+            param_space = space.tune_grid_space()
+        elif settings.mode == "optuna":
+            metric, mode = (
+                ("quality", "max")
+                if not settings.multi_objective
+                else (["quality", "kl"], ["max", "min"])
+            )
+            searcher = OptunaSearch(
+                space.optuna_space(),
+                metric=metric,
+                mode=mode,
+                study_name=study_name,
+                seed=settings.seed,
+                storage=optuna.storages.RDBStorage(optuna_url),
+            )
+            tune_config = tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=settings.num_trials or max(1, space.size // 2),
+                max_concurrent_trials=concurrency(scenario),
+            )
+            param_space = space.fixed()
+        else:
+            raise ValueError(f"unknown mode {settings.mode!r}; expected grid or optuna")
+        tuner = tune.Tuner(
+            trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+        )
+    tuner.fit()
+    return {
+        "scenario": scenario.name,
+        "method": settings.method,
+        "results_store": str(root / "store"),
+        "tune_experiment": path,
+        "optuna_storage": optuna_url if settings.mode == "optuna" else None,
+        "optuna_study": study_name if settings.mode == "optuna" else None,
+    }

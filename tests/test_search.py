@@ -1,0 +1,145 @@
+"""`raydaa search` on a shrunken tiny scenario: grid, Optuna, divergence, interrupt + resume.
+
+The sweeps are real (Ray Tune driving Ray Train V2 + DeepSpeed trials, evaluation, the
+results store); only the sizes shrink: 12-step trials, 32 evaluation prompts, 2×2 grids.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from raydaa.results_store import read_store
+from raydaa.scenario import search_spaces_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
+
+BETAS, LRS = [0.1, 0.5], [1e-4, 1e10]  # 1e10 diverges at once: the guard must record it
+
+
+@pytest.fixture(scope="module")
+def spaces(tmp_path_factory):
+    """A copy of search_spaces/ with a small tiny scenario and a 2×2 DPO grid for tiny."""
+    root = tmp_path_factory.mktemp("spaces") / "search_spaces"
+    shutil.copytree(search_spaces_dir(), root)
+    tiny_path = root / "scenarios" / "tiny.yaml"
+    tiny = yaml.safe_load(tiny_path.read_text())
+    tiny["align"].update(global_batch_size=128, micro_batch_size=64)
+    tiny["generation"]["num_prompts"] = 32
+    tiny["judge"]["num_prompts"] = 32
+    tiny_path.write_text(yaml.safe_dump(tiny))
+    dpo_path = root / "methods" / "dpo.yaml"
+    dpo = yaml.safe_load(dpo_path.read_text())
+    dpo["scenarios"]["tiny"] = {"betas": BETAS, "lrs": LRS}
+    dpo_path.write_text(yaml.safe_dump(dpo))
+    return root
+
+
+def raydaa(spaces, *args, timeout=900, wait=True):
+    env = dict(os.environ, RAYDAA_SEARCH_SPACES=str(spaces))
+    cmd = [sys.executable, "-m", "raydaa.cli", *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def results(spaces, tmp_path_factory):
+    """A results dir whose tiny reference is the base model (no SFT: faster, same code path)."""
+    path = tmp_path_factory.mktemp("results")
+    out = raydaa(spaces, "sft", "--base", "--results", str(path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path
+
+
+def configs(table):
+    return sorted(
+        zip(table.column("beta").to_pylist(), table.column("lr").to_pylist(), strict=True)
+    )
+
+
+def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, results):
+    out = raydaa(spaces, "search", "--method", "dpo", "--mode", "grid", "--results", str(results))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "results_store" in out.stdout
+    table = read_store(results, "tiny", "dpo")
+    assert configs(table) == sorted((b, lr) for b in BETAS for lr in LRS)
+    rows = table.to_pylist()
+    for row in rows:
+        if row["lr"] == 1e10:
+            assert row["status"] == "diverged" and row["diverged_step"] >= 1
+        else:
+            assert row["status"] == "finished", row["error"]
+            assert 0 <= row["quality_low"] <= row["quality"] <= row["quality_high"] <= 1
+            assert row["kl_k3"] >= 0 and row["checkpoint_path"]
+    assert len({r["trial_id"] for r in rows}) == 4
+
+
+def test_optuna_sweep_study_is_readable_from_sqlite(spaces, tmp_path, results):
+    shutil.copytree(
+        results / "tiny", tmp_path / "tiny", ignore=shutil.ignore_patterns("store", "tune", "runs")
+    )
+    out = raydaa(
+        spaces,
+        "search",
+        "--method",
+        "dpo",
+        "--mode",
+        "optuna",
+        "--num-trials",
+        "3",
+        "--seed",
+        "1",
+        "--results",
+        str(tmp_path),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    db = tmp_path / "tiny" / "optuna.db"
+    study = optuna.load_study(study_name="tiny-dpo-two_stage", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 3
+    rows = read_store(tmp_path, "tiny", "dpo").to_pylist()
+    assert len(rows) == 3
+    for trial in study.trials:
+        assert trial.params["beta"] in BETAS and trial.params["lr"] in LRS
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            match = [
+                r
+                for r in rows
+                if (r["beta"], r["lr"]) == (trial.params["beta"], trial.params["lr"])
+            ]
+            assert any(abs(r["quality"] - trial.value) < 1e-12 for r in match)
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(spaces, tmp_path, results):
+    shutil.copytree(
+        results / "tiny", tmp_path / "tiny", ignore=shutil.ignore_patterns("store", "tune", "runs")
+    )
+    proc = raydaa(spaces, "search", "--method", "dpo", "--results", str(tmp_path), wait=False)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(read_store(tmp_path, "tiny", "dpo")) < 2:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
+    proc.wait()
+    before = read_store(tmp_path, "tiny", "dpo").to_pylist()
+    assert 2 <= len(before) < 4
+    out = raydaa(spaces, "search", "--method", "dpo", "--resume", "--results", str(tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    after = read_store(tmp_path, "tiny", "dpo")
+    assert configs(after) == sorted((b, lr) for b in BETAS for lr in LRS)
+    kept = {r["trial_id"]: r for r in after.to_pylist()}
+    for row in before:  # finished before the kill: same row, not a second run
+        assert kept[row["trial_id"]]["checkpoint_path"] == row["checkpoint_path"]
