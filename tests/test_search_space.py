@@ -60,7 +60,7 @@ EXTRA_BETAS = {
     ("asft", "llama32-3b-tldr"): [0.0003, 0.0005, 0.001, 0.003, 0.005],
 }
 TABLE4_ALIGN_LRS = [3e-7, 5e-7, 7e-7, 1e-6]
-TINY_LRS = [1e-4, 3e-4, 1e-3]
+TINY_LRS = [1e-5, 3e-5, 1e-4]
 # Paper Table 7: best (lr, β) per method and scenario.
 TABLE7 = {
     "dpo": [(7e-7, 0.05), (1e-6, 0.01), (1e-6, 0.003)],
