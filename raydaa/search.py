@@ -170,7 +170,11 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     results = str(Path(settings.results).resolve())
     root = scenario_dir(results, scenario)
     if reference_record(results, scenario) is None:
-        run_sft(scenario, results=results, base_init=space.init == "base")
+        print(f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "
+              f"as the reference of {scenario.name} (once per scenario) ...", flush=True)
+        record = run_sft(scenario, results=results, base_init=space.init == "base")
+        print(f"stage 1: reference at {record['path']}", flush=True)
+    print(f"preparing preference data and the reference cache for {space.size} trials ...", flush=True)
     shared = prepare_alignment(
         scenario, results=results, needs_reference=get_spec(settings.method).needs_reference
     )

@@ -343,13 +343,9 @@ def run_alignment(
     """Train the reference policy with one DAA configuration (the policy starts at π_ref)."""
     from raydaa.data import PreferenceCollator
 
+    loss_fields = ("method", "beta", "lambda_", "sft_weight", "gamma_beta_ratio", "normalization")
     objective = PreferenceObjective(
-        method=config.method,
-        beta=config.beta,
-        lambda_=config.lambda_,
-        sft_weight=config.sft_weight,
-        gamma_beta_ratio=config.gamma_beta_ratio,
-        normalization=config.normalization,
+        **{name: getattr(config, name) for name in loss_fields},
         reference_cache=shared["cache"],
         pad_token_id=shared["pad_token_id"],
     )

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from raydaa.logprobs import IGNORE_INDEX, concatenated_forward, sequence_logps
+from raydaa.theory import build_tiny_llama
 
 
 def loop_logps(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:
@@ -74,21 +74,6 @@ def test_shape_mismatch_is_an_error():
         sequence_logps(torch.zeros(2, 5, 3), torch.zeros(2, 4, dtype=torch.long))
 
 
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        initializer_range=0.2,
-    )
-    return LlamaForCausalLM(config).to(torch.float64).eval()
-
-
 def pad_rows(rows, side: str, value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     padded = []
@@ -121,7 +106,7 @@ def pair_batch(side: str) -> dict[str, torch.Tensor]:
 def test_concatenated_forward_matches_unpadded_single_sequences():
     """The (2B, T) padded forward equals running each sequence alone without padding, for
     right and left padding (position ids follow the attention mask)."""
-    model = tiny_llama()
+    model = build_tiny_llama(seed=0)
     for side in ("right", "left"):
         batch, prompts, completions = pair_batch(side)
         with torch.no_grad():
