@@ -12,6 +12,7 @@ URL), named `<scenario>-<method>-<setup>`, so `optuna-dashboard sqlite:///...` o
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     """Prepare what trials share, then run (or resume) the sweep; returns where things are."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
+
+    # Ray's newer console output picks its own metric columns and ignores the reporter
+    # below; the classic table shows exactly β, lr, λ, status, quality and KL.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     from raydaa.losses import get_spec
     from raydaa.scenario import load_scenario

@@ -75,6 +75,8 @@ def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, resul
     out = raydaa(spaces, "search", "--method", "dpo", "--mode", "grid", "--results", str(results))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "results_store" in out.stdout
+    # Tune's progress table carries the columns a user watches
+    assert all(column in out.stdout for column in ("β", "quality", "KL", "status"))
     table = read_store(results, "tiny", "dpo")
     assert configs(table) == sorted((b, lr) for b in BETAS for lr in LRS)
     rows = table.to_pylist()
