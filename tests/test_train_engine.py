@@ -178,6 +178,9 @@ def test_gradient_accumulation_matches_larger_micro_batch(reference_run, storage
     steps = [h["step"] for h in result.return_value["history"]]
     assert steps == [2, 4, 6]
     torch.testing.assert_close(losses(result), losses(reference_run, steps), **TRAJECTORY_TOL)
+    # each report counts the tokens since the previous one: the history sums to the run
+    history = result.return_value["history"]
+    assert sum(h["tokens"] for h in history) == STEPS * BASE["global_batch_size"] * SEQ_LEN
 
 
 @integration

@@ -124,7 +124,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             **metric_means,
             "grad_norm": grad_norm,
             "lr": lr,
-            "tokens": tokens,
+            "tokens": window_tokens,  # since the previous report, so the history sums to the run
             "tokens_per_s": window_tokens / elapsed if elapsed > 0 else 0.0,
             "samples_seen": done * settings.global_batch_size,
             "status": status,
