@@ -1,0 +1,244 @@
+"""Helpers shared by `bench_search_overhead.py` and `bench_search_efficiency.py`.
+
+Both benchmarks run the real `raydaa search` command line on a shrunken copy of
+`search_spaces/` (selected through `$RAYDAA_SEARCH_SPACES`, as tests/test_search.py does),
+against results directories that share one reference policy (stage 1) and one reference
+log-prob cache, prepared once and not part of any measured sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Ray starts its workers at nice 15, so on a shared machine any other process takes the
+# CPU from the trials but not from the no-Ray baseline (nice 0): equal priority for both.
+# Ray's temp dir is private to the benchmark: Ray Train V2's PlacementGroupCleaner finds
+# "its" cluster through <ray temp>/ray_current_cluster, which names the cluster started
+# last on the machine (see benchmarks/README.md).
+RAY_ENV = {"RAY_worker_niceness": "0"}
+RAY_START_FAILED = "timed out during startup"
+"""Ray's node start gives its raylet a fixed 30 s to register (ray/_private/node.py), which
+an overloaded shared machine exceeded: such a run is retried (`run_ray_command`)."""
+
+
+def make_spaces(
+    dst: Path,
+    *,
+    method: str,
+    betas: list[float],
+    lrs: list[float],
+    num_prompts: int,
+    global_batch_size: int = 64,
+    micro_batch_size: int = 32,
+) -> Path:
+    """A copy of search_spaces/ whose `tiny` scenario is shrunken and whose `method` space
+    on tiny is betas × lrs. Returns the copy's root (for $RAYDAA_SEARCH_SPACES)."""
+    from raydaa.scenario import search_spaces_dir
+
+    root = dst / "search_spaces"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(search_spaces_dir(), root)
+    tiny_path = root / "scenarios" / "tiny.yaml"
+    tiny = yaml.safe_load(tiny_path.read_text())
+    tiny["align"].update(global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
+    tiny["generation"]["num_prompts"] = num_prompts
+    tiny["judge"]["num_prompts"] = num_prompts
+    tiny_path.write_text(yaml.safe_dump(tiny))
+    method_path = root / "methods" / f"{method}.yaml"
+    space = yaml.safe_load(method_path.read_text())
+    space["scenarios"]["tiny"] = {"betas": list(betas), "lrs": list(lrs)}
+    method_path.write_text(yaml.safe_dump(space))
+    return root
+
+
+def bench_env(spaces: Path, ray_tmp: Path) -> dict[str, str]:
+    ray_tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, RAYDAA_SEARCH_SPACES=str(spaces), RAY_TMPDIR=str(ray_tmp), **RAY_ENV)
+    env.pop("RAY_ADDRESS", None)  # always a private local Ray
+    return env
+
+
+class CpuBusy:
+    """Cores busy on the whole machine (all processes) inside the `with` block, and the
+    mean of the 1-minute load average sampled every 2 s (runnable processes: above the
+    core count, processes wait for a CPU)."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    def _sample(self) -> None:
+        while not self._stop.wait(2.0):
+            self._loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
+
+    def __enter__(self) -> CpuBusy:
+        self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self.start, self.t0 = self._read(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.load = sum(self._loads) / len(self._loads) if self._loads else float("nan")
+        # CPU time of the reaped process tree started inside the block (user + system):
+        # a process that exits without being waited for by its parent is not counted.
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_seconds = (after.ru_utime - self._children.ru_utime
+                            + after.ru_stime - self._children.ru_stime)
+        (total0, idle0), (total1, idle1) = self.start, self._read()
+        ticks = total1 - total0
+        self.cores = (ticks - (idle1 - idle0)) / ticks * (os.cpu_count() or 1) if ticks else 0.0
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, CpuBusy]:
+    """Run `cmd` with stdout+stderr to `log`; returns (returncode, wall seconds, CpuBusy)."""
+    with open(log, "w") as out, CpuBusy() as busy:
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        wall = time.perf_counter() - start
+    return proc.returncode, wall, busy
+
+
+def run_ray_command(
+    cmd: list[str], env: dict[str, str], log: Path, tries: int = 3
+) -> tuple[int, float, CpuBusy, int]:
+    """`run_logged`, retried when the local Ray node failed to start (nothing ran yet);
+    returns the last attempt's numbers and how many attempts failed that way."""
+    failed = 0
+    while True:
+        rc, wall, busy = run_logged(cmd, env, log)
+        if rc == 0 or RAY_START_FAILED not in log.read_text(errors="replace"):
+            return rc, wall, busy, failed
+        failed += 1
+        if failed >= tries:
+            return rc, wall, busy, failed
+        print(f"Ray did not start in time ({log}); retrying", flush=True)
+        time.sleep(30)
+
+
+def raydaa_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "raydaa.cli", *args]
+
+
+def ensure_reference(base: Path, env: dict[str, str], init: str, logs: Path) -> dict[str, Any]:
+    """Stage 1 in `base` (`raydaa sft`, or `raydaa sft --base`), reused when registered."""
+    record_path = base / "tiny" / "reference.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("init") == init:
+            return {"record": record, "seconds": None, "reused": True}
+    args = ["sft", "--results", str(base)] + (["--base"] if init == "base" else [])
+    rc, wall, _ = run_logged(raydaa_cmd(*args), env, logs / "sft.log")
+    if rc != 0:
+        raise RuntimeError(f"raydaa sft failed; see {logs / 'sft.log'}")
+    return {"record": json.loads(record_path.read_text()), "seconds": wall, "reused": False}
+
+
+PREPARE = """
+import json, sys, time
+from raydaa.evaluate.generation import render_prompts
+from raydaa.evaluate.policy import baseline_answers, validation_rows
+from raydaa.losses import get_spec
+from raydaa.scenario import load_scenario
+from raydaa.stages import load_tokenizer, prepare_alignment, reference_record
+start = time.perf_counter()
+scenario = load_scenario("tiny")
+# First the reference policy's own samples on the evaluation prompts (the judge's baseline
+# answers, cached as baseline_samples.json inside the reference checkpoint directory), then
+# the reference log-prob cache: the cache key hashes every file of that directory, so
+# writing the samples after the cache would orphan it (the next sweep recomputes it).
+tokenizer = load_tokenizer(scenario)
+prompts = [r["prompt"] for r in validation_rows(scenario)]
+ids = render_prompts(prompts, tokenizer, scenario.data.format == "conversational")
+baseline_answers(scenario, reference_record(sys.argv[1], scenario)["path"], tokenizer, ids)
+# (Ray starts on its own, only if the cache must be computed.)
+shared = prepare_alignment(scenario, results=sys.argv[1],
+                           needs_reference=get_spec(sys.argv[2]).needs_reference)
+print(json.dumps({"cache": shared["cache"], "seconds": time.perf_counter() - start}))
+"""
+
+
+def ensure_cache(base: Path, env: dict[str, str], method: str, logs: Path) -> float:
+    """Tokenized preference data, the reference log-prob cache and the reference's samples
+    on the evaluation prompts, in `base` (shared by every trial of every sweep copied from
+    it). Returns the wall time of the call."""
+    cmd = [sys.executable, "-c", PREPARE, str(base), method]
+    rc, wall, _ = run_logged(cmd, env, logs / "prepare.log")
+    if rc != 0:
+        raise RuntimeError(f"prepare_alignment failed; see {logs / 'prepare.log'}")
+    return wall
+
+
+def fresh_results(base: Path, dst: Path) -> Path:
+    """A results dir holding `base`'s reference record, tokenized data and reference cache,
+    but no sweep state (no store, Tune experiment, runs or Optuna study)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copytree(
+        base / "tiny",
+        dst / "tiny",
+        ignore=shutil.ignore_patterns("store", "tune", "runs", "optuna.db", "baseline"),
+    )
+    return dst
+
+
+def store_rows(results: Path, method: str) -> list[dict[str, Any]]:
+    """The results-store rows of a sweep, in Tune's trial order (trial ids end in a counter)."""
+    from raydaa.results_store import read_store
+
+    rows = read_store(results, "tiny", method).to_pylist()
+    return sorted(rows, key=lambda r: int(r["trial_id"].rsplit("_", 1)[-1]))
+
+
+def machine() -> str:
+    import deepspeed
+    import optuna
+    import ray
+    import torch
+    import transformers
+
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{cpu}, {os.cpu_count()} cores, no GPU; Python {platform.python_version()}, "
+        f"ray {ray.__version__}, torch {torch.__version__}, deepspeed {deepspeed.__version__}, "
+        f"optuna {optuna.__version__}, transformers {transformers.__version__}"
+    )
+
+
+def append_section(path: Path, text: str) -> None:
+    """Append one section to RESULTS.md (created with its top heading if missing); other
+    sections are left as they are."""
+    if not path.exists():
+        path.write_text("# Benchmark results\n")
+    current = path.read_text()
+    sep = "" if current.endswith("\n\n") else ("\n" if current.endswith("\n") else "\n\n")
+    with open(path, "a") as out:
+        out.write(sep + text.rstrip("\n") + "\n")
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
