@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,10 +71,114 @@ def bench_env(spaces: Path, ray_tmp: Path) -> dict[str, str]:
     return env
 
 
+class ProcessTree:
+    """CPU time (user + system) of a process and every process it starts, transitively
+    (for `raydaa search`: the CLI, Ray's daemons, Tune's trial actors, Ray Train's
+    controllers and workers), polled from /proc every `interval` seconds. A process is
+    counted up to its last poll, so at most `interval` s of each process's end is missed.
+    Unlike getrusage(RUSAGE_CHILDREN), it sees processes no parent waits for, and unlike
+    wall time it does not grow when other jobs take the CPU (save for Ray's own timed
+    polling loops, which run longer when a sweep takes longer)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, root: int, interval: float = 0.5) -> None:
+        self.root, self.interval = root, interval
+        self.tracked: set[tuple[int, int]] = set()  # (pid, start time): pids get reused
+        self.ticks: dict[tuple[int, int], int] = {}
+        self.names: dict[tuple[int, int], str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessTree:
+        self.poll()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        stats: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, start, ticks)
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                raw = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            rest = raw[raw.rindex(")") + 2 :].split()  # fields after "(comm)"
+            stats[int(entry.name)] = (int(rest[1]), int(rest[19]), int(rest[11]) + int(rest[12]))
+        live = {(pid, st[1]) for pid, st in stats.items()}
+        alive = {pid for pid, _ in self.tracked & live}
+        if self.root in stats:
+            alive.add(self.root)
+        grew = True
+        while grew:  # descendants of the tracked processes still alive
+            grew = False
+            for pid, (ppid, _, _) in stats.items():
+                if ppid in alive and pid not in alive:
+                    alive.add(pid)
+                    grew = True
+        for pid in alive:
+            ident = (pid, stats[pid][1])
+            self.tracked.add(ident)
+            self.ticks[ident] = stats[pid][2]
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                self.names[ident] = title.decode(errors="replace").strip() or self.names.get(
+                    ident, "")
+            except OSError:
+                pass
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.ticks.values()) / self.TICK
+
+    def by_process(self) -> list[tuple[str, str, float]]:
+        """(kind, command line, CPU seconds) of every process seen."""
+        return [
+            (self.kind(ident), self.names.get(ident, "")[:120], ticks / self.TICK)
+            for ident, ticks in self.ticks.items()
+        ]
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, _, seconds in self.by_process():
+            out[kind] = out.get(kind, 0.0) + seconds
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def kind(self, ident: tuple[int, int]) -> str:
+        name = self.names.get(ident, "")
+        if ident[0] == self.root:
+            return "the command's own process"
+        for marker, kind in (
+            ("ray::RayTrainWorker", "Ray Train workers (DeepSpeed training)"),
+            ("ray::ImplicitFunc", "Tune trial drivers (trial_driver: waits, then evaluates)"),
+            ("ray::TrainController", "Ray Train controllers"),
+            ("ray::", "other Ray actors and idle workers"),
+            ("raylet", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("gcs_server", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("ray/dashboard", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("ray/_private", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("ray/autoscaler", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("multiprocessing.forkserver", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+            ("ray-dashboard", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),
+        ):
+            if marker in name:
+                return kind
+        return "other child processes"
+
+
 class CpuBusy:
-    """Cores busy on the whole machine (all processes) inside the `with` block, and the
-    mean of the 1-minute load average sampled every 2 s (runnable processes: above the
-    core count, processes wait for a CPU)."""
+    """Cores busy on the whole machine (all processes) while a command runs, and the mean
+    of the 1-minute load average sampled every 2 s (runnable processes: above the core
+    count, processes wait for a CPU)."""
 
     @staticmethod
     def _read() -> tuple[int, int]:
@@ -88,34 +191,35 @@ class CpuBusy:
             self._loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
 
     def __enter__(self) -> CpuBusy:
-        self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-        self.start, self.t0 = self._read(), time.perf_counter()
+        self.start = self._read()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
         self.load = sum(self._loads) / len(self._loads) if self._loads else float("nan")
-        # CPU time of the reaped process tree started inside the block (user + system):
-        # a process that exits without being waited for by its parent is not counted.
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu_seconds = (after.ru_utime - self._children.ru_utime
-                            + after.ru_stime - self._children.ru_stime)
         (total0, idle0), (total1, idle1) = self.start, self._read()
         ticks = total1 - total0
         self.cores = (ticks - (idle1 - idle0)) / ticks * (os.cpu_count() or 1) if ticks else 0.0
 
 
 def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, CpuBusy]:
-    """Run `cmd` with stdout+stderr to `log`; returns (returncode, wall seconds, CpuBusy)."""
+    """Run `cmd` with stdout+stderr to `log`; returns (returncode, wall seconds, CpuBusy),
+    the CpuBusy carrying `cpu_seconds`, `cpu_by_kind` and `cpu_by_process` of the command's
+    process tree."""
     with open(log, "w") as out, CpuBusy() as busy:
         start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        with ProcessTree(proc.pid) as tree:
+            proc.wait()
         wall = time.perf_counter() - start
+    busy.cpu_seconds = tree.cpu_seconds
+    busy.cpu_by_kind = tree.by_kind()
+    busy.cpu_by_process = tree.by_process()
     return proc.returncode, wall, busy
 
 

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")),
                         help="RESULTS.md to append to ('' to skip)")
     parser.add_argument("--json", default=None, help="write the raw numbers here")
+    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
     parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"baseline failed (rc {rc}); log {logs / 'baseline.log'}")
     plain = json.loads(out_json.read_text())
     plain |= {"wall_seconds": wall, "cpu_busy": busy.cores, "load": busy.load,
-              "cpu_seconds": busy.cpu_seconds}
+              "cpu_seconds": busy.cpu_seconds, "cpu_by_kind": busy.cpu_by_kind}
     # From the command start: the child's own start-up plus interpreter start and imports.
     plain["startup_seconds"] = wall - plain["trials_seconds"]
     print(f"baseline: {wall:.1f} s", flush=True)
@@ -261,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"raydaa search failed (rc {rc}); log {logs / 'sweep.log'}")
     sweep = sweep_timeline(sweep_dir, launched, wall, logs / "sweep.log")
     sweep |= {"cpu_busy": busy.cores, "load": busy.load, "cpu_seconds": busy.cpu_seconds,
-              "ray_start_failures": ray_start_failures}
+              "cpu_by_kind": busy.cpu_by_kind, "ray_start_failures": ray_start_failures,
+              "train_worker_cpu": [sec for kind, _, sec in busy.cpu_by_process
+                                   if kind.startswith("Ray Train workers")],
+              "trial_driver_cpu": [sec for kind, _, sec in busy.cpu_by_process
+                                   if kind.startswith("Tune trial drivers")]}
     print(f"sweep: {wall:.1f} s", flush=True)
 
     report = {
@@ -277,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_trials": sweep["trials_seconds"] / plain["trials_seconds"],
         "ratio_cpu": sweep["cpu_seconds"] / plain["cpu_seconds"],
         "logs": str(logs),
+        "note": args.note,
     }
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -351,6 +357,28 @@ def render(r: dict[str, Any]) -> str:
             f"{t['final_loss']:.4f} / {p.get('final_loss', math.nan):.4f} | "
             f"{t['quality']:.3f} / {p.get('quality', math.nan):.3f} |"
         )
+    lines += [
+        "",
+        "Where the CPU went (CPU-seconds by process kind):",
+        "",
+        "| process kind | sweep | baseline |",
+        "|---|---|---|",
+    ]
+    for kind in dict.fromkeys([*s["cpu_by_kind"], *b["cpu_by_kind"]]):
+        lines.append(f"| {kind} | {s['cpu_by_kind'].get(kind, 0.0):.1f} | "
+                     f"{b['cpu_by_kind'].get(kind, 0.0):.1f} |")
+    lines.append(f"| **total** | **{s['cpu_seconds']:.1f}** | **{b['cpu_seconds']:.1f}** |")
+    lines += [
+        "",
+        "Per trial, CPU-seconds: sweep Train workers "
+        + ", ".join(f"{x:.1f}" for x in sorted(s["train_worker_cpu"]))
+        + "; sweep trial drivers (evaluation, waiting) "
+        + ", ".join(f"{x:.1f}" for x in sorted(s["trial_driver_cpu"]))
+        + "; baseline trials (train + eval) "
+        + ", ".join(f"{t['cpu_seconds']:.1f}" for t in sorted(b["trials"],
+                                                               key=lambda t: t["cpu_seconds"]))
+        + ".",
+    ]
     tune_running = s["tune_max_running"]
     lines += [
         "",
@@ -363,12 +391,14 @@ def render(r: dict[str, Any]) -> str:
         "imports, local Ray start, `prepare_alignment` on the cached data, Tuner set-up, "
         "trial actor start); baseline = from launch to its first trial (interpreter, "
         "imports, `prepare_alignment` on the cached data). Trial phase = the rest.",
-        "- CPU-seconds: user + system time of every process the command started and "
-        "waited for (`getrusage(RUSAGE_CHILDREN)` around it: for the sweep the CLI driver, "
-        "Ray's daemons, Tune and Train actors and workers, as far as they were reaped; a "
-        "lower bound). On a machine shared with other jobs it measures the work done "
-        "independently of how much CPU the other jobs took, which wall time does not.",
-        "- Order: the baseline ran first, then the sweep (one round each).",
+        "- CPU-seconds: user + system time of the command's process and every process it "
+        "started, transitively (for the sweep: the CLI with Tune's driver loop, Ray's "
+        "daemons, the trial actors, Train controllers and workers), polled from /proc every "
+        "0.5 s. On a machine shared with other jobs it measures the work each side did "
+        "whatever the other jobs took, which wall time does not (save that Ray's timed "
+        "polling loops run longer when the sweep is slowed down).",
+        "- Order: the baseline ran first, then the sweep (one round each)."
+        + (f" {r['note']}" if r.get("note") else ""),
         "- Per-trial sweep time = the trial driver's own time (Ray Train controller and "
         "worker start, DeepSpeed init, training, checkpoint + HF export, evaluation), "
         "from the row's `device_seconds`; its end is the row file's time.",
