@@ -70,3 +70,24 @@ def test_sampling_is_seeded_and_logps_match_the_model():
     batched = completion_logps(model, a.prompt_ids, a.completion_ids, tokenizer.pad_token_id)
     alone = completion_logps(model, a.prompt_ids[1:], a.completion_ids[1:], tokenizer.pad_token_id)
     assert batched[1].item() == pytest.approx(alone[0].item(), abs=1e-5)
+
+
+def test_evaluation_leaves_the_reference_fingerprint_unchanged(tmp_path):
+    """Baseline samples are cached beside the reference checkpoint, not inside it: the
+    reference log-prob cache fingerprints every file in it and would be recomputed."""
+    from raydaa.evaluate.policy import evaluate_policy
+    from raydaa.refcache import checkpoint_fingerprint
+    from raydaa.scenario import load_scenario
+    from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
+
+    scenario = load_scenario("tiny")
+    scenario.generation.num_prompts = scenario.judge.num_prompts = 8
+    scenario.generation.max_new_tokens = 6
+    reference = tmp_path / "hf"
+    build_tiny_model(0).save_pretrained(reference)
+    build_tiny_tokenizer().save_pretrained(reference)
+    before = checkpoint_fingerprint(reference)
+    metrics = evaluate_policy(str(reference), str(reference), scenario)
+    assert checkpoint_fingerprint(reference) == before
+    assert metrics["quality"] == 0.5 and metrics["kl"] == 0.0  # the reference against itself
+    assert (tmp_path / "hf.baseline_samples.json").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -51,14 +52,16 @@ def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> li
     """The reference policy's samples on the evaluation prompts, computed once and cached."""
     from raydaa.stages import pretrained_model
 
-    cache = Path(reference_path) / "baseline_samples.json"
+    # Beside the checkpoint, not inside it: the reference cache fingerprints every file
+    # of the checkpoint directory, so writing here would invalidate it.
+    cache = Path(reference_path).parent / f"{Path(reference_path).name}.baseline_samples.json"
     if cache.exists():
         data = json.loads(cache.read_text())
         if data.get("prompt_ids") == prompt_ids:
             return data["texts"]
     model = pretrained_model(reference_path, dtype=torch.float32)
     samples = sample(model, tokenizer, prompt_ids, sampling_config(scenario))
-    tmp = cache.with_suffix(".tmp")
+    tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")  # concurrent trials
     tmp.write_text(json.dumps({"prompt_ids": prompt_ids, "texts": samples.texts}))
     tmp.rename(cache)
     return samples.texts
