@@ -307,11 +307,21 @@ def fresh_results(base: Path, dst: Path) -> Path:
 
 
 def store_rows(results: Path, method: str) -> list[dict[str, Any]]:
-    """The results-store rows of a sweep, in Tune's trial order (trial ids end in a counter)."""
-    from raydaa.results_store import read_store
+    """The results-store rows of a sweep: in Tune's trial order where the trial ids end in
+    a counter (grid: `<experiment>_00003`), else in the order the rows were written
+    (Optuna's trial ids are random hex)."""
+    from raydaa.results_store import read_store, store_dir
 
     rows = read_store(results, "tiny", method).to_pylist()
-    return sorted(rows, key=lambda r: int(r["trial_id"].rsplit("_", 1)[-1]))
+    directory = store_dir(results, "tiny") / method
+
+    def order(row: dict[str, Any]) -> tuple[int, float]:
+        tail = row["trial_id"].rsplit("_", 1)[-1]
+        if "_" in row["trial_id"] and tail.isdigit():
+            return (0, float(tail))
+        return (1, (directory / f"{row['trial_id']}.parquet").stat().st_mtime)
+
+    return sorted(rows, key=order)
 
 
 def machine() -> str:

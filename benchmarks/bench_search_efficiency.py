@@ -2,7 +2,7 @@
 within the noise of the grid's best configuration, against the grid's size.
 
 1. The grid: `raydaa search --method dpo --mode grid` on a shrunken `tiny` (through
-   `$RAYDAA_SEARCH_SPACES`) over β × lr (default 4 × 3 = 12 configs). Noise = the 95%
+   `$RAYDAA_SEARCH_SPACES`) over β × lr (default 3 × 3 = 9 configs). Noise = the 95%
    interval of the grid-best row's quality: the target is its `quality_low`.
 2. Optuna, replayed: every configuration Optuna can suggest is a grid point (raydaa's
    Optuna space is a categorical over the grid's own values) and a trial is deterministic
@@ -18,12 +18,18 @@ within the noise of the grid's best configuration, against the grid's size.
    are compared with the grid's for the same configs, and its study's suggestions (SQLite,
    study `tiny-dpo-two_stage`) with the replay's for that seed.
 
-Usage (about 8-12 minutes on 2 cores with an existing reference; add ~2.5 min for SFT):
+Usage (about 10-12 minutes on 2 otherwise idle cores with an existing reference: 9 + 4
+trials at ~90 s per pair; add ~2 min for SFT):
 
     python benchmarks/bench_search_efficiency.py [--results DIR] [--reference sft|base]
-        [--betas 0.01 0.05 0.1 0.5] [--lrs 1e-4 3e-4 1e-3] [--num-prompts 64]
+        [--betas 0.01 0.1 0.5] [--lrs 1e-4 3e-4 1e-3] [--num-prompts 64]
         [--seeds 0 1 2] [--num-trials N] [--concurrency 2] [--real-trials 4]
-        [--real-seed 0] [--out benchmarks/RESULTS.md] [--json FILE]
+        [--real-seed 0] [--grid-results DIR] [--real-results DIR] [--note TEXT]
+        [--out benchmarks/RESULTS.md] [--json FILE]
+
+Keep `--num-prompts` at one value across runs that share `--results`: the reference's
+cached baseline answers are rewritten for other prompts, which changes the reference's
+fingerprint and so recomputes the reference log-prob cache (see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="results dir holding (or to hold) the tiny reference; "
                              "default: a new temp dir")
     parser.add_argument("--reference", default="sft", choices=("sft", "base"))
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.5])
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1, 0.5])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--num-prompts", type=int, default=64,
                         help="validation prompts for generation and the judge")
@@ -106,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-seed", type=int, default=0)
     parser.add_argument("--grid-results", default=None,
                         help="reuse the grid sweep in this results dir instead of running it")
+    parser.add_argument("--real-results", default=None,
+                        help="reuse the real Optuna sweep (of --real-trials, --real-seed) in "
+                             "this results dir instead of running it")
+    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")),
                         help="RESULTS.md to append to ('' to skip)")
     parser.add_argument("--json", default=None, help="write the raw numbers here")
     args = parser.parse_args(argv)
-    command = "python benchmarks/bench_search_efficiency.py " + " ".join(argv or sys.argv[1:])
+    command = shlex.join(["python", "benchmarks/bench_search_efficiency.py", *(argv or sys.argv[1:])])
 
     work = Path(tempfile.mkdtemp(prefix="bench_search_efficiency-"))
     base = Path(args.results).resolve() if args.results else work / "base"
@@ -177,14 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_trials > 0:
         import optuna
 
-        real_dir = common.fresh_results(base, work / f"optuna-seed{args.real_seed}")
-        cmd = common.raydaa_cmd("search", "--method", METHOD, "--mode", "optuna",
-                                "--num-trials", str(args.real_trials),
-                                "--seed", str(args.real_seed), "--results", str(real_dir))
-        rc, wall, busy, _ = common.run_ray_command(cmd, env, logs / "optuna.log")
-        if rc != 0:
-            print((logs / "optuna.log").read_text()[-4000:])
-            raise SystemExit(f"optuna sweep failed (rc {rc}); log {logs / 'optuna.log'}")
+        if args.real_results:
+            real_dir, wall, load = Path(args.real_results).resolve(), None, None
+        else:
+            real_dir = common.fresh_results(base, work / f"optuna-seed{args.real_seed}")
+            cmd = common.raydaa_cmd("search", "--method", METHOD, "--mode", "optuna",
+                                    "--num-trials", str(args.real_trials),
+                                    "--seed", str(args.real_seed), "--results", str(real_dir))
+            rc, wall, busy, _ = common.run_ray_command(cmd, env, logs / "optuna.log")
+            load = busy.load
+            if rc != 0:
+                print((logs / "optuna.log").read_text()[-4000:])
+                raise SystemExit(f"optuna sweep failed (rc {rc}); log {logs / 'optuna.log'}")
         study = optuna.load_study(study_name=STUDY,
                                   storage=f"sqlite:///{real_dir / 'tiny' / 'optuna.db'}")
         real_rows = common.store_rows(real_dir, METHOD)
@@ -207,13 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         replayed = [(t["beta"], t["lr"]) for t in replayed[: len(suggested)]]
         real = {
             "seed": args.real_seed, "trials": args.real_trials, "wall_seconds": wall,
-            "load": busy.load, "rows": compared,
+            "load": load, "rows": compared, "results": str(real_dir),
             "study_values": [t.value for t in sorted(study.trials, key=lambda t: t.number)],
             "suggested": suggested, "replayed": replayed,
             "same_suggestions": [key(*s) for s in suggested] == [key(*s) for s in replayed],
             "all_match": bool(compared) and all(c["match"] for c in compared),
         }
-        print(f"real optuna sweep: {wall:.1f} s; qualities equal the grid's: "
+        print(f"real optuna sweep: {common.fmt(wall, 1)} s; qualities equal the grid's: "
               f"{real['all_match']}; suggestions equal the replay's: "
               f"{real['same_suggestions']}", flush=True)
 
@@ -225,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         "grid": rows, "best": best, "target": target,
         "within_noise": [(r["beta"], r["lr"]) for r in within],
         "n_trials": n_trials, "concurrency": concurrency,
-        "replays": replays, "real": real, "logs": str(logs),
+        "replays": replays, "real": real, "logs": str(logs), "note": args.note,
+        "grid_results": str(grid_dir),
     }
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
@@ -256,8 +272,8 @@ def render(r: dict[str, Any]) -> str:
         f"ties half), reference = {ref}; DPO grid β {r['betas']} × lr {r['lrs']} = {size} "
         f"configs, run by `raydaa search --method dpo --mode grid`"
         + (f" in {r['grid_wall_seconds']:.0f} s (load average {r['grid_load']:.1f})"
-           if r["grid_wall_seconds"] else "")
-        + ".",
+           if r["grid_wall_seconds"] else f" (reused from `{r['grid_results']}`)")
+        + "." + (f" {r['note']}" if r.get("note") else ""),
         "",
         "### The grid (quality = win rate, 95% interval; KL(π‖π_ref) k1 estimate)",
         "",
@@ -291,7 +307,7 @@ def render(r: dict[str, Any]) -> str:
         f"\"Tune order\": {r['concurrency']} trials in flight, as `raydaa search` runs on "
         "this machine (a new suggestion as each trial ends, FIFO); \"sequential\": one at "
         f"a time. {r['n_trials']} trials per seed. Note that `TPESampler` draws its first "
-        "10 trials at random (`n_startup_trials=10`), so on a 12-point grid Optuna is "
+        f"10 trials at random (`n_startup_trials=10`), so on a {size}-point grid Optuna is "
         "close to random search with replacement (it can suggest a config twice).",
         "",
         "| seed | first trial with best-so-far ≥ target (Tune order) | fraction of grid "
@@ -328,8 +344,9 @@ def render(r: dict[str, Any]) -> str:
             f"### Check: a real `raydaa search --mode optuna --num-trials {real['trials']} "
             f"--seed {real['seed']}`",
             "",
-            f"Ran in {real['wall_seconds']:.0f} s (load average {real['load']:.1f}), "
-            "fresh results dir (new Optuna study) sharing the reference and its cache.",
+            (f"Ran in {real['wall_seconds']:.0f} s (load average {real['load']:.1f}), "
+             if real["wall_seconds"] else f"Reused from `{real['results']}`: ")
+            + "a fresh results dir (new Optuna study) sharing the reference and its cache.",
             "",
             "| trial | β | lr | quality (optuna run) | quality (grid) | KL optuna / grid | "
             "final loss optuna / grid | equal |",

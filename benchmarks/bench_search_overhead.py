@@ -26,10 +26,11 @@ Reported: wall time of each command from start to end, and of its trial phase (e
 the one-time start-up: Python imports, Ray start, `prepare_alignment`, Tuner set-up); each
 trial's own time; the ratio sweep / baseline; how many trials Tune ran at once.
 
-Usage (about 4-6 minutes on 2 cores with an existing reference; add ~2.5 min for SFT):
+Usage (about 5-6 minutes on 2 otherwise idle cores with an existing reference; add ~2 min
+for SFT; many times longer when other jobs load the machine):
 
     python benchmarks/bench_search_overhead.py [--results DIR] [--reference sft|base]
-        [--threads N] [--out benchmarks/RESULTS.md] [--json FILE]
+        [--threads 1] [--note TEXT] [--out benchmarks/RESULTS.md] [--json FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(out, indent=2))
         return 0
 
-    command = "python benchmarks/bench_search_overhead.py " + " ".join(argv or sys.argv[1:])
+    command = shlex.join(["python", "benchmarks/bench_search_overhead.py", *(argv or sys.argv[1:])])
     work = Path(tempfile.mkdtemp(prefix="bench_search_overhead-"))
     base = Path(args.results).resolve() if args.results else work / "base"
     base.mkdir(parents=True, exist_ok=True)
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
               "train_worker_cpu": [sec for kind, _, sec in busy.cpu_by_process
                                    if kind.startswith("Ray Train workers")],
               "trial_driver_cpu": [sec for kind, _, sec in busy.cpu_by_process
-                                   if kind.startswith("Tune trial drivers")]}
+                                   if kind.startswith("Tune trial drivers")],
+              "processes": sorted(busy.cpu_by_process, key=lambda x: -x[2])}
     print(f"sweep: {wall:.1f} s", flush=True)
 
     report = {
@@ -317,7 +320,7 @@ def render(r: dict[str, Any]) -> str:
         f"reference = {ref}. Done once before both sides and measured in neither: the "
         f"reference ({common.fmt(r['reference_seconds'], 1) + ' s' if r['reference_seconds'] else 'reused'}), "
         f"the tokenized data, the reference log-prob cache and the reference's samples on the "
-        f"evaluation prompts ({r['prepare_seconds']:.1f} s together, a Ray task for the cache).",
+        f"evaluation prompts (the call that checks or makes them took {r['prepare_seconds']:.1f} s; the cache, when missing, is computed by a Ray task).",
         "",
         "- Sweep: `raydaa search --method dpo --mode grid` (Ray Tune grid, per trial one Ray "
         "Train V2 TorchTrainer with 1 worker x 1 CPU running DeepSpeed ZeRO-2 on the CPU "
@@ -368,6 +371,15 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| {kind} | {s['cpu_by_kind'].get(kind, 0.0):.1f} | "
                      f"{b['cpu_by_kind'].get(kind, 0.0):.1f} |")
     lines.append(f"| **total** | **{s['cpu_seconds']:.1f}** | **{b['cpu_seconds']:.1f}** |")
+    others = [p for p in s.get("processes", []) if p[0] == "other child processes"]
+    if others:
+        count: dict[str, list[float]] = {}
+        for _, name, sec in others:
+            label = " ".join(name.split()[:3])[:90]
+            count.setdefault(label, []).append(sec)
+        top = sorted(count.items(), key=lambda kv: -sum(kv[1]))[:4]
+        lines += ["", "\"Other child processes\" of the sweep, by command line: " + "; ".join(
+            f"`{label}` ×{len(secs)}: {sum(secs):.1f} CPU-s" for label, secs in top) + "."]
     lines += [
         "",
         "Per trial, CPU-seconds: sweep Train workers "
