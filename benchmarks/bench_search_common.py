@@ -354,5 +354,15 @@ def append_section(path: Path, text: str) -> None:
         out.write(sep + text.rstrip("\n") + "\n")
 
 
+def publish(report: dict[str, Any], render, json_path: str | None, out_path: str | None) -> None:
+    """Write the raw report as JSON, print its Markdown, and append it to RESULTS.md."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2, default=str))
+    text = render(report)
+    print(text)
+    if out_path:
+        append_section(Path(out_path), text)
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"

@@ -35,7 +35,6 @@ fingerprint and so recomputes the reference log-prob cache (see RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -243,12 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "replays": replays, "real": real, "logs": str(logs), "note": args.note,
         "grid_results": str(grid_dir),
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
-    text = render(report)
-    print(text)
-    if args.out:
-        common.append_section(Path(args.out), text)
+    common.publish(report, render, args.json, args.out)
     return 0
 
 

@@ -287,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(logs),
         "note": args.note,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    text = render(report)
-    print(text)
-    if args.out:
-        common.append_section(Path(args.out), text)
+    common.publish(report, render, args.json, args.out)
     return 0
 
 
