@@ -1,21 +1,25 @@
 """The results store: one row per trial, finished, failed or diverged (DESIGN.md contract).
 
-Each trial's row is its own small Parquet file, written to a temporary name and renamed,
-under `<results>/<scenario>/store/`. Concurrent writers (trials on several nodes) never
-touch the same file, a reader never sees half a row, and a re-run of the same trial id
-replaces its row instead of adding a second one. `read_store` gathers them with pyarrow.
+Each trial's row is its own small Parquet file under `<results>/<scenario>/store/<method>/`,
+written to a temporary name and renamed (a directory, also NFS) or uploaded as one object
+(s3://, gs://: an object appears only once complete), through pyarrow.fs. Concurrent
+writers (trials on several nodes) never touch the same file, a reader never sees half a
+row, and a re-run of the same trial id replaces its row instead of adding a second one.
+`read_store` gathers them with pyarrow.
 """
 
 from __future__ import annotations
 
+import io
 import math
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from raydaa import storage
 
 SCHEMA = pa.schema(
     [
@@ -45,12 +49,25 @@ SCHEMA = pa.schema(
         ("tokens_seen", pa.int64()),
         ("device_seconds", pa.float64()),
         ("checkpoint_path", pa.string()),
+        # Where the trial ran and what it read: storage paths every node sees.
+        ("node_id", pa.string()),  # Ray node of the training run's rank 0 (its last attempt)
+        ("hostname", pa.string()),
+        ("reference_path", pa.string()),  # the SFT (reference) checkpoint it started from
+        ("reference_cache", pa.string()),  # the reference log-prob cache it read
     ]
 )
 
 
+def store_root(results: str | Path, scenario: str) -> str:
+    """The store's storage path: a directory or an object-store URI."""
+    return storage.join(storage.resolve(results), scenario, "store")
+
+
 def store_dir(results: str | Path, scenario: str) -> Path:
-    return Path(results).resolve() / scenario / "store"
+    """The store as a local (or NFS) directory; object-store results have none."""
+    if storage.is_uri(results):
+        raise ValueError(f"results {results} are in an object store: use store_root()")
+    return Path(store_root(results, scenario))
 
 
 def _clean(value: Any, field: pa.Field) -> Any:
@@ -63,27 +80,30 @@ def _clean(value: Any, field: pa.Field) -> Any:
     return str(value)
 
 
-def write_row(results: str | Path, scenario: str, row: dict[str, Any]) -> Path:
-    """Write one trial's row atomically; unknown keys are an error, missing ones null."""
+def write_row(results: str | Path, scenario: str, row: dict[str, Any]) -> str:
+    """Write one trial's row atomically; unknown keys are an error, missing ones null.
+    Returns the row's storage path."""
     unknown = sorted(set(row) - set(SCHEMA.names))
     if unknown:
         raise KeyError(f"results store has no column(s) {unknown}; columns: {SCHEMA.names}")
     if not row.get("trial_id"):
         raise ValueError("a results-store row needs a trial_id")
-    directory = store_dir(results, scenario) / str(row["method"])
-    directory.mkdir(parents=True, exist_ok=True)
     table = pa.table({f.name: [_clean(row.get(f.name), f)] for f in SCHEMA}, schema=SCHEMA)
-    final = directory / f"{row['trial_id']}.parquet"
-    tmp = directory / f".{row['trial_id']}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp)
-    tmp.rename(final)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    final = storage.join(
+        store_root(results, scenario), str(row["method"]), f"{row['trial_id']}.parquet"
+    )
+    storage.write_bytes(final, buffer.getvalue())
     return final
 
 
 def read_store(results: str | Path, scenario: str, method: str | None = None) -> pa.Table:
     """Every row of a scenario (or one method), as one Arrow table (empty if none yet)."""
-    root = store_dir(results, scenario) / (method or "")
-    files = sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
+    root = store_root(results, scenario)
+    files = storage.list_files(storage.join(root, method) if method else root, ".parquet")
     if not files:
         return SCHEMA.empty_table()
-    return pads.dataset(files, schema=SCHEMA, format="parquet").to_table()
+    fs, _ = storage.filesystem(root)
+    paths = [storage.filesystem(f)[1] for f in files]
+    return pads.dataset(paths, schema=SCHEMA, format="parquet", filesystem=fs).to_table()
