@@ -11,6 +11,10 @@ SUBCOMMANDS = {
     "sft": ("raydaa.commands:sft_main", "stage 1: SFT, registered as the scenario's reference"),
     "align": ("raydaa.commands:align_main", "stage 2: one alignment run of one method and config"),
     "data": ("raydaa.commands:data_main", "`data check`: validate a scenario's or a file's data"),
+    "benchmark": (
+        "raydaa.evaluate.benchmarks_export:main",
+        "write a checkpoint's AlpacaEval / Arena-Hard answers (and score AlpacaEval)",
+    ),
     "theory": (
         "raydaa.theory:main",
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",

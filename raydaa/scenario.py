@@ -179,7 +179,9 @@ class ResourcesConfig:
 
 BENCHMARKS = ("alpaca_eval", "arena_hard")
 """Public benchmarks a UF scenario is judged on; each brings its own prompts and baseline."""
-JUDGES = ("gold", "gpt_side_by_side", *BENCHMARKS)
+PAIRWISE_JUDGES = ("gold", "gpt_side_by_side", "reward_model")
+"""Judges that compare the policy's answer with a baseline answer, prompt by prompt."""
+JUDGES = (*PAIRWISE_JUDGES, *BENCHMARKS)
 
 
 @dataclass
@@ -223,9 +225,11 @@ class JudgeConfig:
     """How a trial's quality is measured (paper §4.2, A.3)."""
 
     type: str
-    """gold: tiny's programmatic judge; gpt_side_by_side: an LLM compares the policy's answer
-    with a baseline answer (TL;DR, paper Appendix I prompt); alpaca_eval / arena_hard: the
-    public benchmark (UF; AlpacaEval 2 LC win rate is the paper's primary UF metric)."""
+    """gold: tiny's programmatic judge; gpt_side_by_side: an LLM behind an OpenAI-compatible
+    endpoint compares the policy's answer with a baseline answer (TL;DR, paper Appendix I
+    prompt); reward_model: a local sequence-classification reward model scores both answers;
+    alpaca_eval / arena_hard: the public benchmark (UF; AlpacaEval 2 LC win rate is the
+    paper's primary UF metric), its prompts from `benchmark_prompts`."""
     num_prompts: int | None = None
     """Prompts judged, for judges on the scenario's own prompts (paper: 500 golden TL;DR
     prompts); None: all. Benchmarks bring their own prompts, so null there."""
@@ -240,8 +244,12 @@ class JudgeConfig:
     prompts_split: str = "validation"
     """Split of `prompts`."""
     model: str | None = None
-    """The judge LLM (gpt_side_by_side: gpt-4o-2024-08-06, paper §4.2); null for gold and for
-    benchmarks, which use their own default annotator."""
+    """The judge model: gpt_side_by_side: the model name the endpoint serves
+    (gpt-4o-2024-08-06, paper §4.2); reward_model: the checkpoint's local path; alpaca_eval:
+    the annotators config (null: AlpacaEval 2's default); null for gold."""
+    endpoint: str | None = None
+    """The judge API's base URL, written here (e.g. http://localhost:8000/v1, a vLLM
+    server); exclusive with endpoint_env."""
     endpoint_env: str | None = None
     """Environment variable holding the judge API's base URL (read at evaluation time)."""
     api_key_env: str | None = None
@@ -250,6 +258,14 @@ class JudgeConfig:
     """The side-by-side prompt: tldr_side_by_side (paper Appendix I)."""
     extra_benchmarks: list[str] = field(default_factory=list)
     """Further benchmarks reported next to `type` (UF: arena_hard beside alpaca_eval)."""
+    benchmark_prompts: dict[str, str] = field(default_factory=dict)
+    """Benchmark -> local file of its prompts (AlpacaEval's alpaca_eval.json, Arena-Hard's
+    question.jsonl): nothing is downloaded at evaluation time."""
+    cache: str | None = None
+    """SQLite file caching the LLM judge's answers; null: $RAYDAA_JUDGE_CACHE, else
+    ~/.cache/raydaa/judgments.sqlite."""
+    concurrency: int = 8
+    """Requests in flight to the LLM judge's endpoint."""
 
     def __post_init__(self) -> None:
         if self.type not in JUDGES:
@@ -273,12 +289,40 @@ class JudgeConfig:
         elif self.baseline == "benchmark":
             raise ValueError(f"baseline 'benchmark' needs a benchmark judge, not {self.type!r}")
         if self.type == "gpt_side_by_side":
-            missing = [k for k in ("model", "endpoint_env", "api_key_env", "prompt_template")
-                       if getattr(self, k) is None]
+            missing = [k for k in ("model", "prompt_template") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"gpt_side_by_side needs {missing}")
-        if self.type == "gold" and (self.model or self.endpoint_env or self.api_key_env):
-            raise ValueError("the gold judge is code: model, endpoint_env and api_key_env must be null")
+            if (self.endpoint is None) == (self.endpoint_env is None):
+                raise ValueError(
+                    "gpt_side_by_side needs exactly one of endpoint (the base URL) or "
+                    "endpoint_env (the environment variable holding it)"
+                )
+            from raydaa.evaluate.judge_prompts import get_template
+
+            get_template(self.prompt_template)
+        elif self.prompt_template is not None:
+            raise ValueError(f"prompt_template is for gpt_side_by_side, not {self.type!r}: set it null")
+        if self.type == "reward_model":
+            if self.model is None:
+                raise ValueError("reward_model needs model: the reward model checkpoint's path")
+            if self.endpoint or self.endpoint_env or self.api_key_env:
+                raise ValueError("reward_model runs locally: endpoint, endpoint_env and api_key_env must be null")
+        if self.endpoint is not None and self.endpoint_env is not None:
+            raise ValueError("give endpoint or endpoint_env, not both")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        judged = {self.type, *self.extra_benchmarks} & set(BENCHMARKS)
+        stray = sorted(set(self.benchmark_prompts) - judged)
+        if stray:
+            raise ValueError(
+                f"benchmark_prompts: {stray} not judged here; benchmarks judged: {sorted(judged)}"
+            )
+        if self.baseline == "reference" and self.prompts is None:
+            raise ValueError(
+                "baseline 'reference' compares with the reference completions of `prompts`: set prompts"
+            )
+        if self.type == "gold" and (self.model or self.endpoint or self.endpoint_env or self.api_key_env):
+            raise ValueError("the gold judge is code: model, endpoint, endpoint_env and api_key_env must be null")
         if self.type == "gold" and self.prompts is not None:
             raise ValueError("the gold judge scores the scenario's validation prompts: prompts must be null")
 

@@ -39,7 +39,24 @@ def win_rate(outcomes: Sequence[float]) -> Estimate:
     return mean_interval(torch.tensor(list(outcomes), dtype=torch.float64))
 
 
-def build_judge(kind: str, **options) -> Judge:
+def build_judge(config) -> Judge:
+    """The pairwise judge a scenario's `judge` section describes (a JudgeConfig), or a
+    judge that needs no configuration by name ("gold"). Endpoint and key problems are
+    raised here, before any sampling."""
+    kind = config if isinstance(config, str) else config.type
     if kind == "gold":
         return GoldJudge()
-    raise ValueError(f"unknown judge {kind!r}; available here: ['gold']")
+    if isinstance(config, str):
+        raise ValueError(f"unknown judge {kind!r} without a configuration; by name: ['gold']")
+    if kind == "gpt_side_by_side":
+        from raydaa.evaluate.llm_judge import LLMJudge
+
+        return LLMJudge.from_config(config)
+    if kind == "reward_model":
+        from raydaa.evaluate.rm_judge import RewardModelJudge
+
+        return RewardModelJudge.from_config(config)
+    raise ValueError(
+        f"unknown judge {kind!r}: not a pairwise judge (benchmarks are exported by "
+        "raydaa.evaluate.benchmarks_export); pairwise: ['gold', 'gpt_side_by_side', 'reward_model']"
+    )

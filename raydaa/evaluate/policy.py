@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,41 +68,107 @@ def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> li
     return samples.texts
 
 
-def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str, float]:
-    """Quality (judge win rate vs the reference policy's answers) and KL(π ‖ π_ref)."""
+def judged_rows(judge) -> list[dict]:
+    """The first `judge.num_prompts` rows of `judge.prompts` (TL;DR: the golden validation
+    summaries), each checked for the keys the judge needs."""
+    from raydaa.data import load_rows
+    from raydaa.stages import resolve_source
+
+    rows = resolve_source(judge.prompts, judge.prompts_split)
+    if isinstance(rows, str):
+        rows, _ = load_rows(rows, split=judge.prompts_split)
+    rows = list(rows)[: judge.num_prompts or None]
+    needed = {"reference": "completion", "chosen": "chosen"}.get(judge.baseline)
+    for n, row in enumerate(rows):
+        for key in ("prompt", needed):
+            if key and key not in row:
+                raise ValueError(
+                    f"judge.prompts {judge.prompts} [{judge.prompts_split}]: row {n} has no "
+                    f"{key!r} (judge.baseline {judge.baseline} needs prompt and {needed})"
+                )
+    return rows
+
+
+def judged_baselines(scenario, reference_path, tokenizer, rows, ids, all_ids) -> list[str]:
+    """The baseline answer per judged prompt (`judge.baseline`)."""
+    baseline = scenario.judge.baseline
+    if baseline == "sft_policy":
+        # on the validation prompts, the cache holds all of them (KL samples them all)
+        texts = baseline_answers(scenario, reference_path, tokenizer, all_ids or ids)
+        return texts[: len(ids)]
+    if baseline == "chosen":
+        return [chosen_text(r) for r in rows]
+    if baseline == "reference":
+        return [r["completion"] for r in rows]
+    raise ValueError(f"judge baseline {baseline!r} is not a pairwise judge's baseline")
+
+
+def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str, Any]:
+    """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
+    KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
+    are added beside the fixed keys."""
+    from raydaa.evaluate.benchmarks_export import (
+        benchmark_metrics,
+        benchmark_prompts_path,
+        export_benchmarks,
+        generator_name,
+    )
+    from raydaa.scenario import BENCHMARKS
     from raydaa.stages import load_tokenizer, pretrained_model
 
     start = time.perf_counter()
+    config = scenario.judge
+    benchmarks = [b for b in (config.type, *config.extra_benchmarks) if b in BENCHMARKS]
+    for benchmark in benchmarks:  # configuration errors before any sampling
+        benchmark_prompts_path(config, benchmark)
+    judge = None if config.type in BENCHMARKS else build_judge(config)
+
     tokenizer = load_tokenizer(scenario)
+    conversational = scenario.data.format == "conversational"
     rows = validation_rows(scenario)
     prompts = [r["prompt"] for r in rows]
-    prompt_ids = render_prompts(prompts, tokenizer, scenario.data.format == "conversational")
-    if scenario.judge.baseline == "sft_policy":
-        baselines = baseline_answers(scenario, reference_path, tokenizer, prompt_ids)
-    elif scenario.judge.baseline == "chosen":
-        baselines = [chosen_text(r) for r in rows]
-    else:
-        raise ValueError(
-            f"judge baseline {scenario.judge.baseline!r} is not supported by the "
-            "built-in evaluation; use sft_policy or chosen"
+    prompt_ids = render_prompts(prompts, tokenizer, conversational)
+    if judge is not None:
+        if config.prompts is None:  # the validation prompts, where KL is measured too
+            judged = rows[: config.num_prompts or len(rows)]
+            judged_ids = prompt_ids[: len(judged)]
+        else:
+            judged = judged_rows(config)
+            judged_ids = render_prompts([r["prompt"] for r in judged], tokenizer, conversational)
+        all_ids = prompt_ids if config.prompts is None else None
+        baselines = judged_baselines(
+            scenario, reference_path, tokenizer, judged, judged_ids, all_ids
         )
 
     policy = pretrained_model(policy_path, dtype=torch.float32).eval()
     samples = sample(policy, tokenizer, prompt_ids, sampling_config(scenario))
     pad = tokenizer.pad_token_id
     pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad)
+    if judge is not None:
+        answers = (
+            samples.texts[: len(judged)]
+            if config.prompts is None
+            else sample(policy, tokenizer, judged_ids, sampling_config(scenario)).texts
+        )
+    outcomes = []
+    if benchmarks:
+        out_dir = Path(policy_path).parent / "benchmarks"
+        name = generator_name(scenario, policy_path)
+        outcomes = export_benchmarks(policy, tokenizer, scenario, benchmarks, out_dir, name)
+        for outcome in outcomes:
+            print(outcome.note, flush=True)
     del policy
     reference = pretrained_model(reference_path, dtype=torch.float32).eval()
     ref = completion_logps(reference, samples.prompt_ids, samples.completion_ids, pad)
     kl = kl_estimates(pi, ref)
 
-    judged = scenario.judge.num_prompts or len(prompts)
-    judge = build_judge(scenario.judge.type)
-    wins = win_rate(judge.compare(prompts[:judged], samples.texts[:judged], baselines[:judged]))
-    return {
-        "quality": wins.mean,
-        "quality_low": wins.low,
-        "quality_high": wins.high,
+    if judge is not None:
+        wins = win_rate(judge.compare([r["prompt"] for r in judged], answers, baselines))
+        quality = {"quality": wins.mean, "quality_low": wins.low, "quality_high": wins.high}
+        quality |= getattr(judge, "stats", {})
+    else:
+        quality = benchmark_metrics(outcomes, config.type)
+    return quality | {
         "kl": kl["k1"].mean,
         "kl_low": kl["k1"].low,
         "kl_high": kl["k1"].high,

@@ -1,0 +1,79 @@
+"""Reward-model judge: a local AutoModelForSequenceClassification checkpoint with one
+output scores the candidate and the baseline answer; the higher score wins, equal ties.
+
+Each answer is scored in the conversation the policy saw: with the tokenizer's chat
+template when it has one (prompt as the user turn, the answer as the assistant turn),
+else as the plain prompt followed by the answer. Texts are not truncated: a reward model
+needs the whole answer, and one too long for it fails loudly instead of being cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class RewardModelJudge:
+    name = "reward_model"
+
+    def __init__(self, path: str, *, batch_size: int = 8, device: str | None = None) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:  # Llama ships none; padding is masked anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype="auto")
+        self.model.to(device).eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(
+                f"{path}: a reward model has one output (num_labels=1), "
+                f"this checkpoint has {self.model.config.num_labels}"
+            )
+        if self.model.config.pad_token_id is None:  # it finds each row's last real token by it
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+        self.stats: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, config) -> RewardModelJudge:
+        return cls(config.model)
+
+    def token_ids(self, prompt, answer: str) -> list[int]:
+        """The scored sequence: chat template when the tokenizer has one, else plain text."""
+        if self.tokenizer.chat_template:
+            turns = (
+                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            )
+            messages = turns + [{"role": "assistant", "content": answer}]
+            return list(
+                self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+            )
+        separator = "" if prompt.endswith((" ", "\n")) else " "
+        return self.tokenizer(prompt + separator + answer)["input_ids"]
+
+    @torch.no_grad()
+    def scores(self, prompts: Sequence, answers: Sequence[str]) -> torch.Tensor:
+        """(N,) float32 reward of each answer, in right-padded batches."""
+        rows = [self.token_ids(p, a) for p, a in zip(prompts, answers, strict=True)]
+        pad, out = self.model.config.pad_token_id, []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            width = max(map(len, chunk))
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
+            device = self.model.device
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(logits[:, 0].float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+    def compare(
+        self, prompts: Sequence, candidates: Sequence[str], baselines: Sequence[str]
+    ) -> list[float]:
+        candidate, baseline = self.scores(prompts, candidates), self.scores(prompts, baselines)
+        self.stats = {"judge_mean_reward_margin": float((candidate - baseline).mean())}
+        return [
+            1.0 if c > b else 0.0 if c < b else 0.5
+            for c, b in zip(candidate.tolist(), baseline.tolist(), strict=True)
+        ]
