@@ -15,6 +15,7 @@ SUBCOMMANDS = {
         "raydaa.evaluate.benchmarks_export:main",
         "write a checkpoint's AlpacaEval / Arena-Hard answers (and score AlpacaEval)",
     ),
+    "report": ("raydaa.report.build:main", "Pareto fronts, best-config tables and β plots"),
     "theory": (
         "raydaa.theory:main",
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",

@@ -1,0 +1,105 @@
+"""Everything the report shows, computed once from the store rows (no files, no plots)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from raydaa.report.pareto import pareto_mask
+from raydaa.report.select import (
+    KINDS,
+    Row,
+    best_lr_per_beta,
+    best_row,
+    group_by_variant,
+    kind_of,
+    method_of,
+    status_counts,
+    usable,
+)
+from raydaa.report.stats import spearman
+
+
+@dataclass
+class Correlation:
+    """Spearman ρ of KL against β: over the best-lr-per-β points, and within each lr."""
+
+    rho: float
+    n: int
+    per_lr: dict[float, tuple[float, int]] = field(default_factory=dict)
+
+
+@dataclass
+class VariantReport:
+    name: str
+    kind: str
+    rows: list[Row]
+    counts: dict[str, int]
+    best: Row | None
+    points: list[Row]
+    """Best lr per β, sorted by β."""
+    on_front: list[bool]
+    """Per point: on this variant's own Pareto front."""
+    on_kind_front: list[bool]
+    """Per point: on the pooled pairwise / pointwise front (two-stage variants only)."""
+    correlation: Correlation
+
+
+@dataclass
+class Analysis:
+    variants: list[VariantReport]
+    counts: dict[str, int]
+
+    def ranked_best(self) -> list[float]:
+        """Distinct best qualities, highest first (for the bold / underline marks)."""
+        values = {v.best["quality"] for v in self.variants if v.best is not None}
+        return sorted(values, reverse=True)
+
+
+def _kl(row: Row) -> float:
+    value = row.get("kl")
+    return math.nan if value is None else value
+
+
+def kl_beta_correlation(rows: list[Row], points: list[Row]) -> Correlation:
+    rho, n = spearman([p["beta"] for p in points], [_kl(p) for p in points])
+    by_lr: dict[float, list[Row]] = defaultdict(list)
+    for row in rows:
+        if usable(row) and row.get("lr") is not None:
+            by_lr[row["lr"]].append(row)
+    per_lr = {
+        lr: spearman([r["beta"] for r in group], [_kl(r) for r in group])
+        for lr, group in sorted(by_lr.items())
+    }
+    return Correlation(rho, n, per_lr)
+
+
+def analyse(rows: list[Row]) -> Analysis:
+    variants = []
+    for name, group in group_by_variant(rows).items():
+        points = best_lr_per_beta(group)
+        front = pareto_mask([p["quality"] for p in points], [_kl(p) for p in points])
+        variants.append(
+            VariantReport(
+                name=name,
+                kind=kind_of(method_of(name)),
+                rows=group,
+                counts=status_counts(group),
+                best=best_row(group),
+                points=points,
+                on_front=[bool(f) for f in front],
+                on_kind_front=[False] * len(points),
+                correlation=kl_beta_correlation(group, points),
+            )
+        )
+    # Pooled fronts (paper Figures 3 and 6): the two-stage variants' points of one kind.
+    for kind in KINDS:
+        members = [v for v in variants if v.kind == kind and not v.name.endswith("+sft")]
+        pooled = [(v, i) for v in members for i in range(len(v.points))]
+        mask = pareto_mask(
+            [v.points[i]["quality"] for v, i in pooled], [_kl(v.points[i]) for v, i in pooled]
+        )
+        for (v, i), on in zip(pooled, mask, strict=True):
+            v.on_kind_front[i] = bool(on)
+    return Analysis(variants=variants, counts=status_counts(rows))

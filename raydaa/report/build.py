@@ -1,0 +1,240 @@
+"""`raydaa report`: the results store of one scenario -> tables, fronts, plots.
+
+Writes into `<results>/<scenario>/report/` (or --out; a directory or an s3:// / gs:// prefix),
+every file atomically:
+
+    report.md                  the tables below, the figures, the rank correlations
+    summary.csv                paper Table 2 form: best quality per method + trial counts
+    best_configs.csv           paper Table 7 form: best β, lr, λ, γ/β per method
+    fronts.csv                 best-lr-per-β points with their front flags
+    correlations.csv           Spearman ρ of KL against β
+    failures.csv               failed / diverged trials with their reasons
+    pareto_methods.{png,html}  quality vs KL fronts per method
+    pareto_kinds.{png,html}    pooled pairwise vs pointwise fronts (paper Figures 3, 6)
+    beta_sensitivity.{png,html} quality vs β (paper Figure 1)
+    plotly.min.js              the HTML pages' plotly.js (with --plotly-js directory)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from raydaa import storage
+from raydaa.report import tables
+from raydaa.report.analysis import Analysis, analyse
+from raydaa.report.files import write_atomic
+from raydaa.report.plots import charts, render_html, render_png
+from raydaa.report.select import ReportError, load_rows
+from raydaa.results_store import store_root
+
+PLOTLY_JS = {"directory": "directory", "inline": True, "cdn": "cdn"}
+
+
+def default_out(results: str | Path, scenario: str) -> str:
+    return storage.join(storage.resolve(results), scenario, "report")
+
+
+def _trend(rho: float, n: int) -> str:
+    if math.isnan(rho):
+        return f"not computable (n={n}: needs 3 or more β values with a finite KL, not all equal)"
+    if rho < 0:
+        return f"ρ = {rho:+.2f} over {n} β values: KL rises as β falls"
+    if rho > 0:
+        return f"ρ = {rho:+.2f} over {n} β values: KL falls as β falls"
+    return f"ρ = 0 over {n} β values: no monotone trend"
+
+
+def render_markdown(analysis: Analysis, scenario: str, store: str, figures: list[str]) -> str:
+    c = analysis.counts
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    out = [
+        f"# raydaa report: scenario `{scenario}`",
+        "",
+        f"Built {built} from `{store}`: {c['total']} trials ({c['finished']} finished, "
+        f"{c['failed']} failed, {c['diverged']} diverged) of {len(analysis.variants)} "
+        "method(s). Quality: the scenario judge's score (higher is better; win rate against the "
+        "reference policy for the built-in judges). KL: KL(π ‖ π_ref) on the policy's own "
+        "samples (k1). Brackets: 95% intervals. A `+sft` method is its single-stage variant "
+        "(the SFT term in the loss).",
+        "",
+        "**Best** = the highest quality among finished trials; ties go to the lower KL, then "
+        "to the smaller trial id. Failed and diverged trials never compete and are listed below.",
+        "",
+        "## Best quality per method (paper Table 2 form)",
+        "",
+        tables.summary_markdown(analysis),
+        "Bold: best; underlined: second best. CSV: [summary.csv](summary.csv).",
+        "",
+        "## Best configuration per method (paper Table 7 form)",
+        "",
+        tables.best_configs_markdown(analysis)
+        if any(v.best for v in analysis.variants)
+        else "No finished trial yet.\n",
+        "λ is shown where it matters (single-stage, or λ ≠ 1); γ/β for SimPO. "
+        "CSV: [best_configs.csv](best_configs.csv).",
+        "",
+        "## Pareto fronts: quality ↑ vs KL ↓",
+        "",
+        "Points: for each β, the learning rate (and λ, γ/β where swept) with the best quality, "
+        "as the paper draws its fronts (its Appendix A.2). A point is on the front when no "
+        "other point has quality ≥ and KL ≤ with one of them strict; identical points both "
+        "stay. Bars: 95% intervals on both axes. The pooled fronts (paper Figures 3 and 6) "
+        "pool the two-stage methods of each kind.",
+        "",
+    ]
+    for name in figures[:2]:
+        out += [f"![{name}]({name}.png)", "", f"Interactive: [{name}.html]({name}.html)", ""]
+    out += [
+        "Front points per method (all points: [fronts.csv](fronts.csv)):",
+        "",
+        tables.fronts_markdown(analysis),
+        "## β sensitivity (paper Figure 1 form)",
+        "",
+        "Quality against β (log scale), best lr per β, one line per method, 95% band.",
+        "",
+        f"![{figures[2]}]({figures[2]}.png)",
+        "",
+        f"Interactive: [{figures[2]}.html]({figures[2]}.html)",
+        "",
+        "## KL against β: Spearman rank correlation",
+        "",
+        "ρ < 0 means KL rises as β falls (β as a KL penalty, the behaviour DPO is known for); "
+        "computed over the best-lr-per-β points, and within each learning rate over every "
+        "finished trial at that lr (the lr moves KL too, so the within-lr ρ separates the "
+        "two). n/a: fewer than 3 points or a constant side. "
+        "CSV: [correlations.csv](correlations.csv).",
+        "",
+        tables.correlations_markdown(analysis),
+    ]
+    out += [f"- {v.name}: {_trend(v.correlation.rho, v.correlation.n)}" for v in analysis.variants]
+    failures = tables.failures_table(analysis)[1]
+    out += ["", "## Failed and diverged trials", ""]
+    out += (
+        [tables.failures_markdown(analysis), "CSV: [failures.csv](failures.csv)."]
+        if failures
+        else ["None: every trial finished with a quality."]
+    )
+    return "\n".join(out) + "\n"
+
+
+class Sink:
+    """Where the report's files go: a local directory (each file written to a temporary
+    name and renamed, `write_atomic`) or an object-store prefix (an object appears only
+    once its upload completes)."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        if not storage.is_uri(out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return storage.join(self.out, name)
+
+    def write(self, name: str, data: str | bytes) -> str:
+        if storage.is_uri(self.out):
+            storage.write_bytes(self.path(name), data.encode() if isinstance(data, str) else data)
+        else:
+            write_atomic(self.path(name), data)
+        return self.path(name)
+
+    def size(self, name: str) -> int | None:
+        fs, inner = storage.filesystem(self.path(name))
+        info = fs.get_file_info(inner)
+        return info.size if info.type == pafs.FileType.File else None
+
+
+def _write_plotly_js(sink: Sink) -> str:
+    """One plotly.js beside the pages (offline-safe, ~4.8 MB once instead of per page);
+    rewritten only when missing or from another plotly version."""
+    from plotly.offline import get_plotlyjs
+
+    script = get_plotlyjs().encode("utf-8")
+    if sink.size("plotly.min.js") != len(script):
+        sink.write("plotly.min.js", script)
+    return sink.path("plotly.min.js")
+
+
+def build_report(
+    results: str | Path, scenario: str, out: str | Path | None = None, plotly_js: str = "directory"
+) -> list[str]:
+    """Read the store, write every report file (report.md last); returns their storage
+    paths. `results` and `out` are directories or s3:// / gs:// URIs."""
+    if plotly_js not in PLOTLY_JS:
+        raise ValueError(f"plotly_js: {plotly_js!r}; expected one of {list(PLOTLY_JS)}")
+    rows = load_rows(results, scenario)
+    analysis = analyse(rows)
+    sink = Sink(storage.resolve(out) if out is not None else default_out(results, scenario))
+    written = []
+    for name, table in (
+        ("summary", tables.summary_table(analysis)),
+        ("best_configs", tables.best_configs_table(analysis)),
+        ("fronts", tables.fronts_table(analysis)),
+        ("correlations", tables.correlations_table(analysis)),
+        ("failures", tables.failures_table(analysis)),
+    ):
+        written.append(sink.write(f"{name}.csv", tables.to_csv(table)))
+    figures = []
+    if plotly_js == "directory":
+        written.append(_write_plotly_js(sink))
+    for chart in charts(analysis, scenario):
+        written.append(sink.write(f"{chart.name}.png", render_png(chart)))
+        written.append(sink.write(f"{chart.name}.html", render_html(chart, PLOTLY_JS[plotly_js])))
+        figures.append(chart.name)
+    markdown = render_markdown(analysis, scenario, store_root(results, scenario), figures)
+    written.append(sink.write("report.md", markdown))
+    return written
+
+
+DEFAULT_RESULTS = "raydaa_results"
+"""= raydaa.stages.DEFAULT_RESULTS, not imported from there: stages pulls in trl and datasets."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="raydaa report",
+        description=(
+            "Tables (paper Tables 2 and 7), Pareto fronts (Figures 3 and 6), the β-sensitivity "
+            "plot (Figure 1) and KL-β rank correlations from a scenario's results store."
+        ),
+    )
+    parser.add_argument(
+        "--scenario", default="tiny", help="scenario name or YAML path (default: tiny)"
+    )
+    parser.add_argument(
+        "--results",
+        default=DEFAULT_RESULTS,
+        help="results directory or s3:// / gs:// URI (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: <results>/<scenario>/report)"
+    )
+    parser.add_argument(
+        "--plotly-js",
+        choices=tuple(PLOTLY_JS),
+        default="directory",
+        help="how the HTML pages load plotly.js: directory (one plotly.min.js beside them, "
+        "offline), inline (self-contained, ~4.8 MB each), cdn (needs the network)",
+    )
+    args = parser.parse_args(argv)
+    scenario = args.scenario
+    if scenario.endswith((".yaml", ".yml")):
+        from raydaa.scenario import ConfigError, load_scenario
+
+        try:
+            scenario = load_scenario(scenario).name
+        except ConfigError as err:
+            parser.error(str(err))
+    try:
+        written = build_report(args.results, scenario, args.out, args.plotly_js)
+    except ReportError as err:
+        print(f"raydaa report: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {written[-1].rsplit('/', 1)[0]}")
+    print(f"report: {written[-1]}")
+    return 0

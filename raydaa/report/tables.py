@@ -1,0 +1,257 @@
+"""The report's tables, as Markdown (formatted) and CSV (full precision).
+
+summary        paper Table 2 form: each method's best quality with its 95% interval,
+               KL at that config, and the finished / failed / diverged counts
+best_configs   paper Table 7 form: each method's best β, lr (λ and γ/β where used)
+fronts         the best-lr-per-β points behind the plots, with their front flags
+correlations   Spearman ρ of KL against β (all points, and within each lr)
+failures       every failed or diverged trial with its reason
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from raydaa.report.analysis import Analysis
+from raydaa.report.select import usable
+
+Table = tuple[list[str], list[dict[str, Any]]]
+"""(column keys, records): a CSV writes the raw values, Markdown the formatted ones."""
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value: Any, digits: int = 3) -> str:
+    return "—" if _missing(value) else f"{value:.{digits}f}"
+
+
+def hp(value: Any) -> str:
+    """A hyperparameter as written in a grid: 1e-05, 0.0003, 1."""
+    return "—" if _missing(value) else f"{value:g}"
+
+
+def interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
+    if _missing(value):
+        return "—"
+    if _missing(low) or _missing(high):
+        return num(value, digits)
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def to_csv(table: Table) -> str:
+    keys, records = table
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for record in records:
+        writer.writerow(["" if _missing(record.get(k)) else record.get(k) for k in keys])
+    return buffer.getvalue()
+
+
+def markdown(headers: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+_METRICS = ("quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high")
+_COUNTS = ("finished", "failed", "diverged", "total")
+
+
+def summary_table(analysis: Analysis) -> Table:
+    keys = ["method", "kind", *_METRICS, *_COUNTS, "trial_id"]
+    records = []
+    for v in analysis.variants:
+        best = v.best or {}
+        records.append(
+            {"method": v.name, "kind": v.kind}
+            | {k: best.get(k) for k in (*_METRICS, "trial_id")}
+            | v.counts
+        )
+    return keys, records
+
+
+def summary_markdown(analysis: Analysis) -> str:
+    """Bold: the best quality; underlined: the second best (as the paper's Table 2)."""
+    ranked = analysis.ranked_best()
+    rows = []
+    for record in summary_table(analysis)[1]:
+        quality = interval(record["quality"], record["quality_low"], record["quality_high"])
+        if not _missing(record["quality"]) and ranked and record["quality"] == ranked[0]:
+            quality = f"**{quality}**"
+        elif not _missing(record["quality"]) and len(ranked) > 1 and record["quality"] == ranked[1]:
+            quality = f"<u>{quality}</u>"
+        rows.append(
+            [
+                record["method"],
+                record["kind"],
+                quality,
+                interval(record["kl"], record["kl_low"], record["kl_high"]),
+                *(str(record[k]) for k in _COUNTS),
+            ]
+        )
+    headers = ["method", "kind", "best quality [95% CI]", "KL at best [95% CI]", *_COUNTS]
+    return markdown(headers, rows)
+
+
+_HPARAMS = ("beta", "lr", "lambda_", "gamma_beta_ratio", "sft_weight", "epochs", "normalization")
+
+
+def best_configs_table(analysis: Analysis) -> Table:
+    keys = ["method", "kind", *_HPARAMS, *_METRICS, "trial_id"]
+    records = [
+        {"method": v.name, "kind": v.kind} | {k: v.best.get(k) for k in keys[2:]}
+        for v in analysis.variants
+        if v.best is not None
+    ]
+    return keys, records
+
+
+def _lambda_used(record: dict[str, Any]) -> bool:
+    """λ matters when the SFT term is in the loss, or a sweep set it away from 1."""
+    sft, lam = record.get("sft_weight"), record.get("lambda_")
+    return (not _missing(sft) and sft > 0) or (not _missing(lam) and lam != 1.0)
+
+
+def best_configs_markdown(analysis: Analysis) -> str:
+    rows = []
+    for r in best_configs_table(analysis)[1]:
+        rows.append(
+            [
+                r["method"],
+                hp(r["beta"]),
+                hp(r["lr"]),
+                hp(r["lambda_"]) if _lambda_used(r) else "—",
+                hp(r["gamma_beta_ratio"]) if r["method"].startswith("simpo") else "—",
+                interval(r["quality"], r["quality_low"], r["quality_high"]),
+                interval(r["kl"], r["kl_low"], r["kl_high"]),
+                str(r["trial_id"]),
+            ]
+        )
+    headers = [
+        "method",
+        "β",
+        "learning rate",
+        "λ",
+        "γ/β",
+        "quality [95% CI]",
+        "KL [95% CI]",
+        "trial",
+    ]
+    return markdown(headers, rows)
+
+
+def fronts_table(analysis: Analysis) -> Table:
+    keys = ["method", "kind", "beta", "lr", "lambda_", *_METRICS, "on_method_front",
+            "on_kind_front", "trial_id"]  # fmt: skip
+    records = [
+        {"method": v.name, "kind": v.kind}
+        | {k: p.get(k) for k in ("beta", "lr", "lambda_", *_METRICS, "trial_id")}
+        | {"on_method_front": v.on_front[i], "on_kind_front": v.on_kind_front[i]}
+        for v in analysis.variants
+        for i, p in enumerate(v.points)
+    ]
+    return keys, records
+
+
+def fronts_markdown(analysis: Analysis) -> str:
+    rows = [
+        [
+            r["method"],
+            hp(r["beta"]),
+            hp(r["lr"]),
+            interval(r["quality"], r["quality_low"], r["quality_high"]),
+            interval(r["kl"], r["kl_low"], r["kl_high"]),
+            "yes" if r["on_kind_front"] else "",
+        ]  # fmt: skip
+        for r in fronts_table(analysis)[1]
+        if r["on_method_front"]
+    ]
+    headers = ["method", "β", "lr", "quality [95% CI]", "KL [95% CI]", "on pooled kind front"]
+    return markdown(headers, rows)
+
+
+def correlations_table(analysis: Analysis) -> Table:
+    keys = ["method", "kind", "lr", "n", "spearman_rho"]
+    records = []
+    for v in analysis.variants:
+        c = v.correlation
+        records.append(
+            {
+                "method": v.name,
+                "kind": v.kind,
+                "lr": "best per beta",
+                "n": c.n,
+                "spearman_rho": c.rho,
+            }
+        )
+        records += [
+            {"method": v.name, "kind": v.kind, "lr": lr, "n": n, "spearman_rho": rho}
+            for lr, (rho, n) in c.per_lr.items()
+        ]
+    return keys, records
+
+
+def _rho(rho: float, n: int) -> str:
+    return f"n/a (n={n})" if math.isnan(rho) else f"{rho:+.2f} (n={n})"
+
+
+def correlations_markdown(analysis: Analysis) -> str:
+    rows = [
+        [
+            v.name,
+            _rho(v.correlation.rho, v.correlation.n),
+            "; ".join(f"{hp(lr)}: {_rho(rho, n)}" for lr, (rho, n) in v.correlation.per_lr.items())
+            or "—",
+        ]
+        for v in analysis.variants
+    ]
+    return markdown(["method", "ρ(β, KL), best lr per β", "ρ(β, KL) within each lr"], rows)
+
+
+def failures_table(analysis: Analysis) -> Table:
+    """Failed and diverged trials, and finished ones without a finite quality."""
+    keys = ["method", "trial_id", "status", "beta", "lr", "lambda_", "diverged_step", "error"]
+    records = [
+        {"method": v.name} | {k: r.get(k) for k in keys[1:]}
+        for v in analysis.variants
+        for r in sorted(v.rows, key=lambda r: str(r["trial_id"]))
+        if not usable(r)
+    ]
+    return keys, records
+
+
+def _no_reason(record: dict[str, Any]) -> str:
+    return (
+        "finished without a finite quality"
+        if record["status"] == "finished"
+        else "no reason recorded"
+    )
+
+
+def failures_markdown(analysis: Analysis, max_error: int = 160) -> str:
+    def short(text: Any) -> str:
+        text = "" if _missing(text) else str(text).strip().replace("\n", " ")
+        return text if len(text) <= max_error else text[: max_error - 1] + "…"
+
+    rows = [
+        [
+            r["method"],
+            str(r["trial_id"]),
+            r["status"],
+            hp(r["beta"]),
+            hp(r["lr"]),
+            hp(r["diverged_step"]),
+            short(r["error"]) or _no_reason(r),
+        ]  # fmt: skip
+        for r in failures_table(analysis)[1]
+    ]
+    return markdown(["method", "trial", "status", "β", "lr", "diverged at step", "reason"], rows)
