@@ -17,7 +17,12 @@ def connect_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    context = ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        log_to_driver=False,
+        # Train V2 run state (runs by name, attempts, workers) in the dashboard's Train view.
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},
+    )
     url = getattr(context, "dashboard_url", None)
     print(
         f"Ray: {context.address_info.get('address', 'local')}"
@@ -31,7 +36,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--scenario", default=DEFAULT_SCENARIO, help="scenario name or YAML path (default: tiny)"
     )
     parser.add_argument(
-        "--results", default=DEFAULT_RESULTS, help="results directory (default: %(default)s)"
+        "--results",
+        default=DEFAULT_RESULTS,
+        help="results directory, shared (NFS/EFS) on a cluster, or s3://bucket/prefix, "
+        "gs://bucket/prefix (default: %(default)s)",
     )
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
@@ -248,12 +256,27 @@ def search_main(argv: list[str] | None = None) -> int:
         "--storage", default=None, help="Ray Tune storage path: local dir, s3://, NFS"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    parser.add_argument(
+        "--max-concurrent-trials",
+        type=int,
+        default=None,
+        help="trials at once (default: what the free resources fit now; on an autoscaling "
+        "cluster give the size it grows to, e.g. 8 for 8 GPU nodes of one trial each)",
+    )
     args = parser.parse_args(argv)
     if args.num_trials is not None and args.num_trials < 1:
         parser.error("--num-trials must be >= 1")
+    if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
+        parser.error("--max-concurrent-trials must be >= 1")
     scenario = _load(parser, args.scenario)
     from raydaa.scenario import ConfigError
     from raydaa.search_space import load_method_space
+    from raydaa.storage import resolve
+
+    try:
+        resolve(args.results)
+    except ValueError as err:
+        parser.error(str(err))
 
     try:
         load_method_space(args.method, scenario, setup=args.setup)
@@ -275,6 +298,7 @@ def search_main(argv: list[str] | None = None) -> int:
             optuna_storage=args.optuna_storage,
             storage=args.storage,
             resume=args.resume,
+            max_concurrent_trials=args.max_concurrent_trials,
         )
     )
     print("\nsweep done:")

@@ -11,7 +11,6 @@ same file and no trial ever holds or runs a reference model.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
+from raydaa import storage
 from raydaa.logprobs import SequenceLogps, concatenated_forward
 
 COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")
@@ -29,22 +29,25 @@ _SAMPLE_BYTES = 1 << 20  # bytes read from each end of a checkpoint file for its
 
 
 def checkpoint_fingerprint(directory: str | Path) -> str:
-    """A cheap content key for an HF checkpoint directory: every file's name, size and its
-    first and last MiB. Hashing a whole 16 GB 8B checkpoint would take minutes; a retrained
-    checkpoint changes sizes or the bytes at either end of its weight files."""
-    directory = Path(directory)
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    """A cheap content key for an HF checkpoint directory (a storage path: directory or
+    URI): every file's name, size and its first and last MiB. Hashing a whole 16 GB 8B
+    checkpoint would take minutes; a retrained checkpoint changes sizes or the bytes at
+    either end of its weight files."""
+    fs, root = storage.filesystem(directory)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = sorted(
+        ((i.path[len(root) :].lstrip("/"), i) for i in infos if i.type == pafs.FileType.File),
+        key=lambda item: item[0].split("/"),  # the order of sorted(Path.rglob()) before
+    )
     if not files:
         raise FileNotFoundError(f"reference checkpoint {directory} has no files")
     h = hashlib.sha256()
-    for path in files:
-        size = path.stat().st_size
-        h.update(f"{path.relative_to(directory)}:{size}".encode())
-        with open(path, "rb") as f:
-            h.update(f.read(_SAMPLE_BYTES))
-            if size > 2 * _SAMPLE_BYTES:
-                f.seek(-_SAMPLE_BYTES, os.SEEK_END)
-                h.update(f.read(_SAMPLE_BYTES))
+    for relative, info in files:
+        h.update(f"{relative}:{info.size}".encode())
+        with fs.open_input_file(info.path) as f:
+            h.update(f.read_at(min(_SAMPLE_BYTES, info.size), 0))
+            if info.size > 2 * _SAMPLE_BYTES:
+                h.update(f.read_at(_SAMPLE_BYTES, info.size - _SAMPLE_BYTES))
     return h.hexdigest()
 
 
@@ -71,7 +74,8 @@ def _score_shard(
 
     from raydaa.data import PreferenceCollator
 
-    model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32).eval()
+    local = storage.local_copy(reference_dir)  # a URI is copied to this node once
+    model = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32).eval()
     collate = PreferenceCollator(pad_token_id)
     out: dict[str, list] = {name: [] for name in COLUMNS}
     with torch.no_grad():

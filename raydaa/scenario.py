@@ -162,10 +162,20 @@ class ResourcesConfig:
     """Recompute activations in the backward pass (long UF sequences)."""
     attn_implementation: str = "sdpa"
     """sdpa (everywhere) or flash_attention_2 (paper Table 4; needs GPUs and flash-attn)."""
+    checkpoint_every: int | None = None
+    """Save a resumable checkpoint every this many optimizer steps, so a lost worker or
+    node costs at most that many steps; None: only the final checkpoint."""
+    max_failures: int = 1
+    """Restarts of a run's workers after a worker or node dies (Ray Train FailureConfig),
+    each from the run's last checkpoint; -1: unlimited."""
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.cpus_per_worker < 1:
             raise ValueError("num_workers and cpus_per_worker must be >= 1")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 or null, got {self.checkpoint_every}")
+        if self.max_failures < -1:
+            raise ValueError(f"max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         valid = ("eager", "sdpa", "flash_attention_2")

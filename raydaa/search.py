@@ -1,9 +1,13 @@
 """`raydaa search`: Ray Tune (grid or Optuna) over one method's space in one scenario.
 
     shared once    reference policy (SFT), tokenized preference data, reference cache
-    per trial      trial_driver: one Ray Train TorchTrainer (named by the trial id), then
-                   evaluation (quality, KL) -> tune.report
+    per trial      trial_driver: one Ray Train TorchTrainer (named like the trial,
+                   `dpo-b0.1-lr1e-06-<trial id>`), then evaluation (quality, KL)
+                   -> tune.report; live raydaa_* metrics (raydaa/telemetry.py)
     per result     ResultsStoreCallback: one row per trial in the results store
+
+`results` is a storage path every node sees (raydaa/storage.py): a directory (local, or
+NFS/EFS on a cluster) or s3:// / gs://. Trials receive only storage paths.
 
 The Optuna study lives in SQLite under the results directory (or any `--optuna-storage`
 URL), named `<scenario>-<method>-<setup>`, so `optuna-dashboard sqlite:///...` opens it.
@@ -15,14 +19,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from raydaa.report.callback import ReportRefreshCallback
-from raydaa.results_store import write_row
-from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_dir
+from raydaa import storage
+from raydaa.results_store import store_root, write_row
+from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
+from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
 
 ALIGN_KEYS = (
     "method",
@@ -42,10 +46,14 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
     from raydaa.evaluate.policy import evaluate_policy
     from raydaa.stages import run_alignment
 
-    trial_id = tune.get_context().get_trial_id()
+    name = trial_name(config, tune.get_context().get_trial_id())
+    tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
     align = AlignConfig(**{k: config[k] for k in ALIGN_KEYS if config.get(k) is not None})
     start = time.perf_counter()
-    run = run_alignment(scenario, align, shared, results=results, name=f"trial-{trial_id}")
+    # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
+    run = run_alignment(
+        scenario, align, shared, results=results, name=name, callbacks=[TrainMetricsCallback(tags)]
+    )
     final = run.final
     metrics: dict[str, Any] = {
         "status": run.status if run.status != "stopped" else "failed",
@@ -53,8 +61,13 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
         "final_loss": final.get("loss", math.nan),
         "reward_accuracy": final.get("rewards/accuracy", math.nan),
         "diverged_step": final.get("diverged_step", -1),
-        "tokens_seen": sum(h.get("tokens", 0) for h in run.history),
+        # counted since step 0 even when workers were restarted from a checkpoint
+        "tokens_seen": final.get("tokens_seen", sum(h.get("tokens", 0) for h in run.history)),
         "checkpoint_path": run.path or "",
+        "node_id": run.node_id or "",
+        "hostname": run.hostname or "",
+        "reference_path": shared["reference"]["path"],
+        "reference_cache": shared["cache"] or "",
         "quality": math.nan,
         "quality_low": math.nan,
         "quality_high": math.nan,
@@ -65,13 +78,22 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
     }
     if run.status == "finished":
         try:
-            metrics |= evaluate_policy(run.path, shared["reference"]["path"], scenario)
+            # transformers reads local files: object-store paths are copied to this node
+            metrics |= evaluate_policy(
+                storage.local_copy(run.path),
+                storage.local_copy(shared["reference"]["path"]),
+                scenario,
+            )
         except Exception as err:  # the trained model stays on disk; the row says why
             metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
     metrics["device_seconds"] = (time.perf_counter() - start) * max(
         1, scenario.resources.num_workers
     )
     tune.report(metrics)
+
+
+def _trial_name(trial) -> str:
+    return trial_name(trial.config, trial.trial_id)
 
 
 class ResultsStoreCallback(tune.Callback):
@@ -101,6 +123,10 @@ class ResultsStoreCallback(tune.Callback):
                 "device_seconds",
                 "checkpoint_path",
                 "diverged_step",
+                "node_id",
+                "hostname",
+                "reference_path",
+                "reference_cache",
             )
         }
         if row.get("diverged_step") == -1:
@@ -114,16 +140,18 @@ class ResultsStoreCallback(tune.Callback):
             "error": error or result.get("error", ""),
         }
 
+    def _write(self, trial, row: dict) -> None:
+        write_row(self.results, self.scenario.name, row)
+        # Recorded here, in the sweep's driver, which outlives every trial's processes.
+        tags = {"scenario": self.scenario.name, "method": str(row["method"])}
+        record_trial(tags | {"trial": trial_name(trial.config, trial.trial_id)}, row)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
-        write_row(self.results, self.scenario.name, self._row(trial, trial.last_result or {}))
+        self._write(trial, self._row(trial, trial.last_result or {}))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_file", "") or "trial driver crashed")
-        write_row(
-            self.results,
-            self.scenario.name,
-            self._row(trial, trial.last_result or {}, "failed", reason),
-        )
+        self._write(trial, self._row(trial, trial.last_result or {}, "failed", reason))
 
 
 @dataclass
@@ -139,10 +167,14 @@ class SearchSettings:
     multi_objective: bool = False
     """Optuna on (quality max, KL min): the sweep aims at the Pareto front."""
     results: str = DEFAULT_RESULTS
+    """Directory (local, NFS/EFS) or s3:// / gs:// URI, seen by every node."""
     optuna_storage: str | None = None
     storage: str | None = None
     """Ray Tune storage path (local dir, s3://, NFS); default <results>/<scenario>/tune."""
     resume: bool = False
+    max_concurrent_trials: int | None = None
+    """Trials at once; default: what the cluster's free resources fit now (on an
+    autoscaling cluster give the size it scales to: its nodes are not there yet)."""
 
 
 def concurrency(scenario) -> int:
@@ -173,8 +205,8 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
 
     scenario = load_scenario(settings.scenario)
     space = load_method_space(settings.method, scenario, setup=settings.setup)
-    results = str(Path(settings.results).resolve())
-    root = scenario_dir(results, scenario)
+    results = storage.resolve(settings.results)
+    root = scenario_root(results, scenario)
     if reference_record(results, scenario) is None:
         print(f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "
               f"as the reference of {scenario.name} (once per scenario) ...", flush=True)
@@ -186,7 +218,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     )
 
     name = f"{settings.method}-{settings.setup}-{settings.mode}"
-    storage_path = settings.storage or str(root / "tune")
+    storage_path = settings.storage or storage.join(root, "tune")
     trainable = tune.with_resources(
         tune.with_parameters(trial_driver, scenario=scenario, shared=shared, results=results),
         # The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune
@@ -194,7 +226,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         {"CPU": 0, "memory": 256 * 2**20},
     )
     study_name = f"{scenario.name}-{settings.method}-{settings.setup}"
-    optuna_url = settings.optuna_storage or f"sqlite:///{root / 'optuna.db'}"
+    # SQLite needs a filesystem: with object-store results the study needs its own URL.
+    optuna_url = settings.optuna_storage or (
+        None if storage.is_uri(results) else f"sqlite:///{root}/optuna.db"
+    )
     reporter = tune.CLIReporter(
         parameter_columns={"beta": "β", "lr": "lr", "lambda_": "λ"},
         metric_columns={"status": "status", "quality": "quality", "kl": "KL"},
@@ -205,11 +240,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         storage_path=storage_path,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=1),
-        # In this order: the report refresh reads the row the store callback just wrote.
-        callbacks=[
-            ResultsStoreCallback(results, scenario),
-            ReportRefreshCallback(results, scenario.name),
-        ],
+        callbacks=[ResultsStoreCallback(results, scenario)],
     )
     path = f"{storage_path.rstrip('/')}/{name}"
     if settings.resume:
@@ -219,10 +250,18 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
+        at_once = settings.max_concurrent_trials or concurrency(scenario)
+        names = {"trial_name_creator": _trial_name, "trial_dirname_creator": _trial_name}
         if settings.mode == "grid":
-            tune_config = tune.TuneConfig(max_concurrent_trials=concurrency(scenario))
+            tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **names)
             param_space = space.tune_grid_space()
         elif settings.mode == "optuna":
+            if optuna_url is None:
+                raise ValueError(
+                    f"--results {results} is an object store, where Optuna's SQLite study "
+                    "cannot live: pass --optuna-storage (e.g. sqlite:////mnt/shared/optuna.db "
+                    "or postgresql://...)"
+                )
             metric, mode = (
                 ("quality", "max")
                 if not settings.multi_objective
@@ -239,7 +278,8 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
             tune_config = tune.TuneConfig(
                 search_alg=searcher,
                 num_samples=settings.num_trials or max(1, space.size // 2),
-                max_concurrent_trials=concurrency(scenario),
+                max_concurrent_trials=at_once,
+                **names,
             )
             param_space = space.fixed()
         else:
@@ -251,7 +291,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     return {
         "scenario": scenario.name,
         "method": settings.method,
-        "results_store": str(root / "store"),
+        "results_store": store_root(results, scenario.name),
         "tune_experiment": path,
         "optuna_storage": optuna_url if settings.mode == "optuna" else None,
         "optuna_study": study_name if settings.mode == "optuna" else None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +22,7 @@ from typing import Any
 import datasets
 
 from raydaa import data as data_lib
+from raydaa import storage
 from raydaa.objectives import PreferenceObjective, SFTObjective
 from raydaa.refcache import ensure_reference_cache
 from raydaa.scenario import RecipeConfig, Scenario
@@ -58,8 +58,12 @@ def base_model(scenario: Scenario, **load_kwargs):
 
 
 def pretrained_model(path: str, **load_kwargs):
+    """An HF checkpoint from a hub id, a directory, or an object-store URI (copied to this
+    node's cache first: transformers reads only local files)."""
     from transformers import AutoModelForCausalLM
 
+    if storage.is_uri(path):
+        path = storage.local_copy(path)
     return AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
 
 
@@ -100,17 +104,36 @@ def prepare(
     )
 
 
-def saved_dataset(prepared: data_lib.Prepared, root: Path):
-    """Save tokenized rows once under `root/data/<fingerprint>` and return a loader that
-    workers call: the rows travel through storage, not through the pickled train config."""
-    path = root / "data" / prepared.fingerprint[:32]
-    if not (path / "dataset_info.json").exists():
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        prepared.dataset.save_to_disk(str(tmp))
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    return partial(datasets.load_from_disk, str(path))
+def saved_dataset(prepared: data_lib.Prepared, root: str | Path):
+    """Save tokenized rows once under `root/data/<fingerprint>` (a storage path) and return
+    a loader that workers call: the rows travel through storage, not through the pickled
+    train config."""
+    path = storage.join(root, "data", prepared.fingerprint[:32])
+    if not storage.exists(storage.join(path, "dataset_info.json")):
+        save_directory(path, lambda d: prepared.dataset.save_to_disk(d))
+    return partial(load_saved_dataset, path)
+
+
+def load_saved_dataset(path: str):
+    """A dataset saved by `saved_dataset`, opened on this node (copied here if remote)."""
+    return datasets.load_from_disk(storage.local_copy(path))
+
+
+def save_directory(path: str, write, *, replace: bool = True) -> None:
+    """Run `write(local_dir)` and publish the result at the storage path `path`: written
+    beside it and renamed (a directory) or uploaded (an object store); `replace=False`
+    adds files to what `path` holds."""
+    import tempfile
+
+    if not storage.is_uri(path) and not replace:
+        write(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="raydaa-save-") as tmp:
+        write(tmp)
+        if replace:
+            storage.upload_dir(tmp, path)
+        else:
+            storage.upload_files(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,6 +162,7 @@ def train_settings(
         "bf16": res.bf16,
         "gradient_checkpointing": res.gradient_checkpointing,
         "attn_implementation": res.attn_implementation,
+        "checkpoint_every": res.checkpoint_every,
         "seed": scenario.seed,
         "log_every": max(1, steps // 20),
     }
@@ -151,21 +175,27 @@ def train_settings(
 # ---------------------------------------------------------------------------------------
 
 
+def scenario_root(results: str | Path, scenario: Scenario) -> str:
+    """`<results>/<scenario>` as a storage path: an absolute directory or a URI."""
+    return storage.join(storage.resolve(results), scenario.name)
+
+
 def scenario_dir(results: str | Path, scenario: Scenario) -> Path:
-    return Path(results).resolve() / scenario.name
+    """`<results>/<scenario>` as a directory (object-store results have none)."""
+    if storage.is_uri(results):
+        raise ValueError(f"results {results} are in an object store: use scenario_root()")
+    return Path(scenario_root(results, scenario))
 
 
 def reference_record(results: str | Path, scenario: Scenario) -> dict[str, Any] | None:
     """The registered reference of a scenario ({"path", "init", "fraction", ...}) or None."""
-    path = scenario_dir(results, scenario) / "reference.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    text = storage.read_text(storage.join(scenario_root(results, scenario), "reference.json"))
+    return json.loads(text) if text is not None else None
 
 
 def _register(results, scenario: Scenario, record: dict[str, Any]) -> None:
-    path = scenario_dir(results, scenario) / "reference.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.rename(path)
+    path = storage.join(scenario_root(results, scenario), "reference.json")
+    storage.write_text(path, json.dumps(record, indent=2))
 
 
 @dataclass
@@ -177,21 +207,37 @@ class StageResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    node_id: str | None = None
+    """Ray node of rank 0's last attempt (a restart after a lost node may move it)."""
+    hostname: str | None = None
 
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
 
 
-def _hf_export(result) -> str | None:
+def _hf_export(result, storage_path: str) -> str | None:
+    """The storage path of the final checkpoint's HF export (Ray gives the checkpoint as a
+    path inside its filesystem: a URI gets its scheme back)."""
     if result.checkpoint is None:
         return None
-    path = Path(result.checkpoint.path) / "hf"
-    return str(path) if path.exists() else None
+    path = f"{result.checkpoint.path}/hf"
+    if storage.is_uri(storage_path):
+        path = f"{storage_path.split('://', 1)[0]}://{path}"
+    return path if storage.exists(path) else None
 
 
 def _run(
-    settings: dict[str, Any], *, name: str, storage: Path, model_fn, loss_fn, dataset, collate_fn
+    settings: dict[str, Any],
+    *,
+    name: str,
+    storage_path: str,
+    model_fn,
+    loss_fn,
+    dataset,
+    collate_fn,
+    max_failures: int = 0,
+    callbacks=(),
 ) -> StageResult:
     from raydaa.train import run_training
 
@@ -199,7 +245,9 @@ def _run(
     result = run_training(
         settings,
         name=name,
-        storage_path=str(storage),
+        storage_path=storage_path,
+        max_failures=max_failures,
+        callbacks=callbacks,
         model_fn=model_fn,
         loss_fn=loss_fn,
         dataset=dataset,
@@ -208,9 +256,11 @@ def _run(
     out = result.return_value or {}
     return StageResult(
         status=out.get("status", "failed"),
-        path=_hf_export(result),
+        path=_hf_export(result, storage_path),
         history=out.get("history", []),
         seconds=time.perf_counter() - start,
+        node_id=out.get("node_id"),
+        hostname=out.get("hostname"),
     )
 
 
@@ -225,8 +275,7 @@ def run_sft(
     """Stage 1, once per scenario: train SFT (or take the base model, `base_init`, paper RQ1),
     save it with its tokenizer, and register it as the scenario's reference. An existing
     registration with the same settings is reused unless `force`."""
-    root = scenario_dir(results, scenario)
-    root.mkdir(parents=True, exist_ok=True)
+    root = scenario_root(results, scenario)
     wanted = {
         "init": "base" if base_init else "sft",
         "fraction": None if base_init else fraction,
@@ -239,12 +288,10 @@ def run_sft(
     tokenizer = load_tokenizer(scenario)
     record = dict(wanted, scenario=scenario.name, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if base_init:
-        target = root / "base"
+        target = storage.join(root, "base")
         model = base_model(scenario)
-        shutil.rmtree(target, ignore_errors=True)
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-        record |= {"path": str(target), "status": "finished"}
+        save_directory(target, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+        record |= {"path": target, "status": "finished"}
     else:
         prepared = prepare(scenario, "sft", tokenizer, fraction=fraction)
         lr = scenario.sft.lr
@@ -255,7 +302,7 @@ def run_sft(
         stage = _run(
             settings,
             name=name,
-            storage=root / "runs",
+            storage_path=storage.join(root, "runs"),
             model_fn=partial(base_model, scenario),
             loss_fn=SFTObjective(),
             dataset=saved_dataset(prepared, root),
@@ -266,7 +313,7 @@ def run_sft(
                 f"SFT stage ended with status {stage.status!r} at "
                 f"{stage.final.get('step')}: nothing registered"
             )
-        tokenizer.save_pretrained(stage.path)
+        save_directory(stage.path, tokenizer.save_pretrained, replace=False)
         record |= {
             "path": stage.path,
             "status": stage.status,
@@ -307,12 +354,12 @@ def prepare_alignment(
     ref = reference_record(results, scenario)
     if ref is None:
         raise FileNotFoundError(
-            f"scenario {scenario.name} has no reference policy under {scenario_dir(results, scenario)}; "
+            f"scenario {scenario.name} has no reference policy under {scenario_root(results, scenario)}; "
             f"run `raydaa sft --scenario {scenario.name}` first"
         )
     tokenizer = load_tokenizer(scenario)
     prepared = prepare(scenario, "preference", tokenizer)
-    root = scenario_dir(results, scenario)
+    root = scenario_root(results, scenario)
     shared = {
         "reference": ref,
         "rows": len(prepared.dataset),
@@ -324,7 +371,7 @@ def prepare_alignment(
         shared["cache"] = ensure_reference_cache(
             ref["path"],
             prepared,
-            str(root),
+            root,
             pad_token_id=tokenizer.pad_token_id,
             num_workers=max(1, scenario.resources.num_workers),
         )
@@ -338,9 +385,11 @@ def run_alignment(
     *,
     results: str | Path = DEFAULT_RESULTS,
     name: str | None = None,
+    callbacks=(),
     **setting_overrides: Any,
 ) -> StageResult:
-    """Train the reference policy with one DAA configuration (the policy starts at π_ref)."""
+    """Train the reference policy with one DAA configuration (the policy starts at π_ref).
+    `callbacks`: Ray Train UserCallbacks (run in the Train controller)."""
     from raydaa.data import PreferenceCollator
 
     loss_fields = ("method", "beta", "lambda_", "sft_weight", "gamma_beta_ratio", "normalization")
@@ -362,8 +411,10 @@ def run_alignment(
         return _run(
             settings,
             name=name,
-            storage=scenario_dir(results, scenario) / "runs",
+            storage_path=storage.join(scenario_root(results, scenario), "runs"),
             model_fn=partial(pretrained_model, shared["reference"]["path"]),
+            max_failures=scenario.resources.max_failures,
+            callbacks=callbacks,
             loss_fn=objective,
             dataset=shared["dataset"],
             collate_fn=PreferenceCollator(shared["pad_token_id"]),

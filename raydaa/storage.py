@@ -146,6 +146,14 @@ def upload_dir(local: str | Path, destination: str | Path) -> str:
     return destination
 
 
+def upload_files(local: str | Path, destination: str | Path) -> None:
+    """Copy a local directory's files into a storage directory, keeping what is there."""
+    fs, inner = filesystem(destination)
+    pafs.copy_files(
+        str(local), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
+
+
 def cache_root() -> Path:
     """Node-local cache of copied model directories ($RAYDAA_CACHE or ~/.cache/raydaa)."""
     return Path(os.environ.get("RAYDAA_CACHE", Path.home() / ".cache" / "raydaa")) / "storage"

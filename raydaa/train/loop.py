@@ -21,6 +21,7 @@ looks inside. Config keys (the `train_loop_config` of the TorchTrainer):
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -49,8 +50,10 @@ RUNNING, FINISHED, STOPPED, DIVERGED = "running", "finished", "stopped", "diverg
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Train with DeepSpeed on this worker; report metrics and checkpoints to Ray Train.
 
-    Returns (rank 0's becomes `Result.return_value`): {"status", "step", "history"}, where
-    history is the list of metric dicts reported by this invocation.
+    Returns (rank 0's becomes `Result.return_value`): {"status", "step", "history",
+    "node_id", "hostname"}, where history is the list of metric dicts reported by this
+    invocation (after a restart: since the checkpoint it resumed from) and node_id /
+    hostname say where this invocation ran.
     """
     settings = TrainSettings.coerce(config["settings"])
     ctx = ray.train.get_context()
@@ -62,7 +65,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     engine = _build_engine(config["model_fn"], settings)
     device = engine.device
-    start_step = 0
+    start_step, tokens_seen = 0, 0
     # Ray's own checkpoint (a restart of this run) wins over the one we were started from.
     checkpoint = ray.train.get_checkpoint() or _as_checkpoint(config.get("resume_from"))
     if checkpoint is not None:
@@ -70,6 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             state = load_training_state(engine, Path(ckpt_dir), rank=rank)
         _check_resumable(state, settings)
         start_step = int(state["step"])
+        tokens_seen = int(state.get("tokens_seen", 0))  # absent in older checkpoints
 
     dataset = config["dataset"]
     if callable(dataset) and not hasattr(dataset, "__getitem__"):
@@ -82,11 +86,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                      rank=rank, seed=settings.seed)
 
     history: list[dict[str, Any]] = []
+    # Where this attempt runs: a restart after a lost worker or node may land elsewhere.
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     if start_step >= settings.last_step:
         # Restarted from a checkpoint that is already the end: nothing left to train.
         status = FINISHED if start_step >= settings.total_steps else STOPPED
         ray.train.report({"step": start_step, "status": status})
-        return {"status": status, "step": start_step, "history": history}
+        return {"status": status, "step": start_step, "history": history, **where}
     status = RUNNING
 
     engine.train()
@@ -105,6 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         loss_mean, metric_means, tokens = stats.reduce(device)
         grad_norm = _grad_norm(engine)
         window_tokens += tokens
+        tokens_seen += tokens
 
         diverged = not (is_finite(loss_mean) and is_finite(grad_norm))
         if diverged:
@@ -125,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             "grad_norm": grad_norm,
             "lr": lr,
             "tokens": window_tokens,  # since the previous report, so the history sums to the run
+            "tokens_seen": tokens_seen,  # since step 0, across restarts (kept in checkpoints)
             "tokens_per_s": window_tokens / elapsed if elapsed > 0 else 0.0,
             "samples_seen": done * settings.global_batch_size,
             "status": status,
@@ -137,7 +145,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         window_start, window_tokens = time.perf_counter(), 0
         if diverged:
             break
-    return {"status": status, "step": history[-1]["step"], "history": history}
+    return {"status": status, "step": history[-1]["step"], "history": history, **where}
 
 
 def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSettings) -> Any:
@@ -188,6 +196,7 @@ def _report(engine: Any, metrics: dict[str, Any], *, rank: int, settings: TrainS
             "samples_seen": metrics["samples_seen"],
             "seed": settings.seed,
             "global_batch_size": settings.global_batch_size,
+            "tokens_seen": metrics["tokens_seen"],
         }
         save_training_state(engine, directory, rank=rank, client_state=client_state)
         if settings.export_hf and metrics["status"] in (FINISHED, STOPPED):
