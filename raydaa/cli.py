@@ -20,6 +20,7 @@ SUBCOMMANDS = {
         "raydaa.theory:main",
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",
     ),
+    "toy": ("raydaa.toy_tune:main", "paper App. H: pairwise vs pointwise ranking MLP, Ray Tune"),
 }
 
 
