@@ -14,6 +14,7 @@ def ray_cluster():
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
         mp.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         mp.setenv("RAY_TRAIN_METRICS_ENABLED", "0")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": always a fresh cluster, never one that happens to be running here
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         yield ray
         ray.shutdown()
