@@ -53,7 +53,7 @@ def env(tmp_path_factory):
     tiny_path = spaces / "scenarios" / "tiny.yaml"
     tiny = yaml.safe_load(tiny_path.read_text())
     tiny["data"]["preference"] = str(pairs)
-    tiny["align"].update(global_batch_size=128, micro_batch_size=64)
+    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
     tiny["resources"]["checkpoint_every"] = 2
     tiny["generation"]["num_prompts"] = tiny["judge"]["num_prompts"] = 16
     tiny_path.write_text(yaml.safe_dump(tiny))
@@ -202,8 +202,15 @@ def test_trials_read_reference_and_cache_through_storage(sweep):
 
 
 def dashboard(cluster, endpoint: str):
+    """GET a dashboard endpoint, with Ray's auth token when token auth is on (Ray 2.60
+    turns it on for a local `ray.init()`, e.g. an earlier test module's, in this process)."""
+    from ray._private.authentication.http_token_authentication import (
+        get_auth_headers_if_auth_enabled,
+    )
+
     url = f"http://127.0.0.1:{cluster.dashboard_port}{endpoint}"
-    return json.loads(urllib.request.urlopen(url, timeout=30).read())
+    request = urllib.request.Request(url, headers=get_auth_headers_if_auth_enabled({}))
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
 
 def test_dashboard_lists_train_runs_by_readable_name(sweep, cluster):

@@ -30,7 +30,7 @@ def spaces(tmp_path_factory):
     shutil.copytree(search_spaces_dir(), root)
     tiny_path = root / "scenarios" / "tiny.yaml"
     tiny = yaml.safe_load(tiny_path.read_text())
-    tiny["align"].update(global_batch_size=128, micro_batch_size=64)
+    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
     tiny["generation"]["num_prompts"] = 32
     tiny["judge"]["num_prompts"] = 32
     tiny_path.write_text(yaml.safe_dump(tiny))

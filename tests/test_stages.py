@@ -32,7 +32,7 @@ def small_tiny(tmp_path):
     """tiny with one short SFT epoch (1000 rows at fraction 0.25) and 16-pair align batches."""
     data = yaml.safe_load((search_spaces_dir() / "scenarios" / "tiny.yaml").read_text())
     data["sft"].update(epochs=1)
-    data["align"].update(global_batch_size=16, micro_batch_size=8)
+    data["align"].update(global_batch_size=16, micro_batch_size=8, epochs=1)
     path = tmp_path / "tiny-small.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_scenario(str(path))

@@ -45,8 +45,12 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
-SFT_WRITER = {"p_correct": 0.6, "p_systematic": 0.3, "max_slips": 2}
-PAIR_WRITER = {"p_correct": 0.5, "p_systematic": 0.3, "max_slips": 3}
+# Most mistakes are systematic (echo the input, do another operation): the SFT policy
+# learns them as whole answer modes, which preference pairs can then train away. With
+# mostly local slips instead, DPO on tiny gained little (win rate ~0.55 vs SFT): the
+# calibration behind these numbers is in README "Tiny scenario results".
+SFT_WRITER = {"p_correct": 0.55, "p_systematic": 0.8, "max_slips": 1}
+PAIR_WRITER = {"p_correct": 0.5, "p_systematic": 0.8, "max_slips": 2}
 FLIP_RATE = 0.12  # share of preference pairs whose label is swapped (annotator error)
 
 MESSAGES = datasets.List({"content": datasets.Value("string"), "role": datasets.Value("string")})
