@@ -93,7 +93,10 @@ def runs(ray_cluster, tmp_path_factory):
     victim = wait_for(lambda: train_workers() - others, "the second run's worker")
     (pid,) = victim
     runs_dir = scenario_dir(results, scenario) / "runs" / "killed"
-    wait_for(lambda: list(runs_dir.glob("checkpoint_step_*")), "the first checkpoint")
+    # Written by the Train controller once it has registered a checkpoint (a checkpoint
+    # directory alone can still be uploading, and a restart would not know it).
+    snapshot = runs_dir / "checkpoint_manager_snapshot.json"
+    wait_for(snapshot.exists, "the first registered checkpoint")
     os.kill(pid, signal.SIGKILL)
     killed.join(timeout=600)
     plain.join(timeout=600)
