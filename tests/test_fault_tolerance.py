@@ -69,6 +69,7 @@ def runs(ray_cluster, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     scenario = load_scenario("tiny")
     scenario.align.global_batch_size, scenario.align.micro_batch_size = 128, 64
+    scenario.align.epochs = 1
     assert scenario.resources.max_failures == 1
     run_sft(scenario, results=results, base_init=True)
     shared = prepare_alignment(scenario, results=results)
