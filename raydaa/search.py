@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 
 from raydaa import storage
+from raydaa.report.callback import ReportRefreshCallback
 from raydaa.results_store import store_root, write_row
 from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
 from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
@@ -240,7 +241,11 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         storage_path=storage_path,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[ResultsStoreCallback(results, scenario)],
+        # In this order: the report refresh reads the row the store callback just wrote.
+        callbacks=[
+            ResultsStoreCallback(results, scenario),
+            ReportRefreshCallback(results, scenario.name),
+        ],
     )
     path = f"{storage_path.rstrip('/')}/{name}"
     if settings.resume:
