@@ -19,6 +19,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from ray import tune
@@ -44,7 +45,6 @@ ALIGN_KEYS = (
 def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:
     """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
     configuration: a failed or diverged run is reported with its reason."""
-    from raydaa.evaluate.policy import evaluate_policy
     from raydaa.stages import run_alignment
 
     name = trial_name(config, tune.get_context().get_trial_id())
@@ -79,18 +79,39 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
     }
     if run.status == "finished":
         try:
-            # transformers reads local files: object-store paths are copied to this node
-            metrics |= evaluate_policy(
-                storage.local_copy(run.path),
-                storage.local_copy(shared["reference"]["path"]),
-                scenario,
-            )
+            metrics |= evaluate_trial(run.path, shared["reference"]["path"], scenario)
         except Exception as err:  # the trained model stays on disk; the row says why
             metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
     metrics["device_seconds"] = (time.perf_counter() - start) * max(
         1, scenario.resources.num_workers
     )
     tune.report(metrics)
+
+
+def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
+    from raydaa.evaluate.policy import evaluate_policy
+
+    # transformers reads local files: object-store paths are copied to this node
+    return evaluate_policy(storage.local_copy(policy), storage.local_copy(reference), scenario)
+
+
+def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:
+    """Evaluate a trained policy. On CPU scenarios, in the trial's own process. On GPU
+    scenarios, as a Ray task asking for one GPU: the trial's driver holds no GPU (its
+    workers' GPUs are free again once training ends), and sampling an 8B model on a CPU
+    would take hours. "DEFAULT" scheduling takes the task out of the trial's placement
+    group, which has no GPU bundle."""
+    if not scenario.resources.use_gpu:
+        return _evaluate_local(policy, reference, scenario)
+    import ray
+
+    task = ray.remote(_evaluate_local).options(
+        num_gpus=1,
+        num_cpus=1,
+        scheduling_strategy="DEFAULT",
+        name=f"evaluate:{PurePosixPath(policy).name}",
+    )
+    return ray.get(task.remote(policy, reference, scenario))
 
 
 def _trial_name(trial) -> str:
@@ -151,8 +172,22 @@ class ResultsStoreCallback(tune.Callback):
         self._write(trial, self._row(trial, trial.last_result or {}))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        reason = str(getattr(trial, "error_file", "") or "trial driver crashed")
-        self._write(trial, self._row(trial, trial.last_result or {}, "failed", reason))
+        self._write(
+            trial, self._row(trial, trial.last_result or {}, "failed", _error_reason(trial))
+        )
+
+
+def _error_reason(trial) -> str:
+    """The exception's last line from Tune's error file (the row should say why, not where),
+    with the file's path for the full traceback."""
+    path = getattr(trial, "error_file", None)
+    if not path:
+        return "trial driver crashed"
+    try:
+        lines = [ln for ln in open(path, encoding="utf-8").read().splitlines() if ln.strip()]
+    except OSError:
+        return f"trial driver crashed (traceback: {path})"
+    return f"{lines[-1].strip() if lines else 'trial driver crashed'} (traceback: {path})"
 
 
 @dataclass
@@ -209,11 +244,16 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     results = storage.resolve(settings.results)
     root = scenario_root(results, scenario)
     if reference_record(results, scenario) is None:
-        print(f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "
-              f"as the reference of {scenario.name} (once per scenario) ...", flush=True)
+        print(
+            f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "
+            f"as the reference of {scenario.name} (once per scenario) ...",
+            flush=True,
+        )
         record = run_sft(scenario, results=results, base_init=space.init == "base")
         print(f"stage 1: reference at {record['path']}", flush=True)
-    print(f"preparing preference data and the reference cache for {space.size} trials ...", flush=True)
+    print(
+        f"preparing preference data and the reference cache for {space.size} trials ...", flush=True
+    )
     shared = prepare_alignment(
         scenario, results=results, needs_reference=get_spec(settings.method).needs_reference
     )

@@ -20,6 +20,13 @@ from raydaa.evaluate.judges import build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates
 
 
+def on_eval_device(model):
+    """The model on this process's GPU when it has one (a trial's evaluation task asks Ray
+    for one on GPU clusters), else the CPU. float32 either way: KL sums per-token log-ratios
+    whose bf16 rounding would swamp small divergences."""
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def validation_rows(scenario) -> list[dict]:
     """The first `generation.num_prompts` validation pairs."""
     from raydaa.stages import resolve_source
@@ -60,7 +67,7 @@ def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> li
         data = json.loads(cache.read_text())
         if data.get("prompt_ids") == prompt_ids:
             return data["texts"]
-    model = pretrained_model(reference_path, dtype=torch.float32)
+    model = on_eval_device(pretrained_model(reference_path, dtype=torch.float32))
     samples = sample(model, tokenizer, prompt_ids, sampling_config(scenario))
     tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")  # concurrent trials
     tmp.write_text(json.dumps({"prompt_ids": prompt_ids, "texts": samples.texts}))
@@ -140,7 +147,7 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
             scenario, reference_path, tokenizer, judged, judged_ids, all_ids
         )
 
-    policy = pretrained_model(policy_path, dtype=torch.float32).eval()
+    policy = on_eval_device(pretrained_model(policy_path, dtype=torch.float32)).eval()
     samples = sample(policy, tokenizer, prompt_ids, sampling_config(scenario))
     pad = tokenizer.pad_token_id
     pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad)
@@ -158,7 +165,7 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         for outcome in outcomes:
             print(outcome.note, flush=True)
     del policy
-    reference = pretrained_model(reference_path, dtype=torch.float32).eval()
+    reference = on_eval_device(pretrained_model(reference_path, dtype=torch.float32)).eval()
     ref = completion_logps(reference, samples.prompt_ids, samples.completion_ids, pad)
     kl = kl_estimates(pi, ref)
 
