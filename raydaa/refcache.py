@@ -76,13 +76,15 @@ def _score_shard(
 
     local = storage.local_copy(reference_dir)  # a URI is copied to this node once
     model = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32).eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")  # a task given a GPU uses it
     collate = PreferenceCollator(pad_token_id)
     out: dict[str, list] = {name: [] for name in COLUMNS}
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             batch = collate(rows[start : start + batch_size])
+            batch = {k: v.to(model.device) for k, v in batch.items()}
             chosen, rejected = concatenated_forward(model, batch, pad_token_id)
-            out["index"] += batch["index"].tolist()
+            out["index"] += batch["index"].cpu().tolist()
             out["chosen_logp_sum"] += chosen.sum.double().tolist()
             out["chosen_count"] += chosen.count.double().tolist()
             out["rejected_logp_sum"] += rejected.sum.double().tolist()
@@ -97,6 +99,7 @@ def compute_reference_logps(
     pad_token_id: int,
     num_workers: int = 2,
     batch_size: int = 32,
+    use_gpu: bool = False,
 ) -> pa.Table:
     """Score every row of a tokenized preference `datasets.Dataset` with the reference,
     in `num_workers` Ray tasks over contiguous shards (one reference forward per row)."""
@@ -113,6 +116,8 @@ def compute_reference_logps(
         torch.set_num_threads(1)  # one task per core
         return _score_shard(str(reference_dir), shard, pad_token_id, batch_size)
 
+    # on GPU clusters each shard takes one GPU: scoring an 8B reference on CPUs takes hours
+    score = score.options(num_gpus=1 if use_gpu else 0)
     shards = [score.remote(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return pa.concat_tables(ray.get(shards)).sort_by("index")
 
@@ -134,6 +139,7 @@ def ensure_reference_cache(
     *,
     pad_token_id: int,
     num_workers: int = 2,
+    use_gpu: bool = False,
 ) -> str:
     """The cache URI for (reference, data), computing and writing it only if it is missing.
     `prepared` is a `raydaa.data.Prepared` preference set (its fingerprint keys the file)."""
@@ -142,7 +148,11 @@ def ensure_reference_cache(
     fs, path = _filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         table = compute_reference_logps(
-            reference_dir, prepared.dataset, pad_token_id=pad_token_id, num_workers=num_workers
+            reference_dir,
+            prepared.dataset,
+            pad_token_id=pad_token_id,
+            num_workers=num_workers,
+            use_gpu=use_gpu,
         )
         write_atomically(table, uri)
     return uri

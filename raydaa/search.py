@@ -89,10 +89,14 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
 
 
 def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
+    import ray
+
     from raydaa.evaluate.policy import evaluate_policy
 
     # transformers reads local files: object-store paths are copied to this node
-    return evaluate_policy(storage.local_copy(policy), storage.local_copy(reference), scenario)
+    metrics = evaluate_policy(storage.local_copy(policy), storage.local_copy(reference), scenario)
+    # GPUs Ray reserved for this evaluation (0 when it runs in the trial's process)
+    return metrics | {"eval_gpus": len(ray.get_gpu_ids()) if ray.is_initialized() else 0}
 
 
 def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:

@@ -374,6 +374,7 @@ def prepare_alignment(
             root,
             pad_token_id=tokenizer.pad_token_id,
             num_workers=max(1, scenario.resources.num_workers),
+            use_gpu=scenario.resources.use_gpu,
         )
     return shared
 

@@ -91,3 +91,45 @@ def test_evaluation_leaves_the_reference_fingerprint_unchanged(tmp_path):
     assert checkpoint_fingerprint(reference) == before
     assert metrics["quality"] == 0.5 and metrics["kl"] == 0.0  # the reference against itself
     assert (tmp_path / "hf.baseline_samples.json").exists()
+
+
+@pytest.mark.ray
+def test_gpu_scenarios_evaluate_in_a_one_gpu_task_outside_the_trial_group(tmp_path):
+    """With resources.use_gpu, a trial's evaluation is a Ray task asking for 1 GPU, scheduled
+    outside the trial's placement group (which has no GPU bundle: it would never run
+    inside it). Here the "GPU" is a logical one on a CPU-only local Ray; the task still runs
+    on the CPU, so the numbers are the CPU path's."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from raydaa.scenario import load_scenario
+    from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
+    from raydaa.search import evaluate_trial
+
+    scenario = load_scenario("tiny")
+    scenario.generation.num_prompts = scenario.judge.num_prompts = 8
+    scenario.generation.max_new_tokens = 6
+    scenario.resources.use_gpu = True
+    reference = tmp_path / "hf"
+    build_tiny_model(0).save_pretrained(reference)
+    build_tiny_tokenizer().save_pretrained(reference)
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        group = placement_group([{"CPU": 1}])  # like a Tune trial's: no GPU in it
+        ray.get(group.ready())
+        in_trial = ray.remote(evaluate_trial).options(
+            num_cpus=1,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                group, placement_group_capture_child_tasks=True
+            ),
+        )
+        metrics = ray.get(in_trial.remote(str(reference), str(reference), scenario), timeout=300)
+        scenario.resources.use_gpu = False  # the CPU path: in the calling process, no GPU
+        cpu_metrics = ray.get(in_trial.remote(str(reference), str(reference), scenario))
+    finally:
+        ray.shutdown()
+    assert metrics["quality"] == 0.5 and metrics["kl"] == 0.0
+    assert metrics["eval_gpus"] == 1  # Ray reserved the GPU for the evaluation task
+    assert cpu_metrics["eval_gpus"] == 0 and cpu_metrics["quality"] == 0.5
