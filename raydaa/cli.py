@@ -21,6 +21,10 @@ SUBCOMMANDS = {
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",
     ),
     "toy": ("raydaa.toy_tune:main", "paper App. H: pairwise vs pointwise ranking MLP, Ray Tune"),
+    "study": (
+        "raydaa.study.cli:main",
+        "the paper's RQ1-RQ4 (Tables 1-2, Figures 1, 3, 5) composed from sweeps",
+    ),
 }
 
 

@@ -168,8 +168,17 @@ def build_report(
     if plotly_js not in PLOTLY_JS:
         raise ValueError(f"plotly_js: {plotly_js!r}; expected one of {list(PLOTLY_JS)}")
     rows = load_rows(results, scenario)
+    out = storage.resolve(out) if out is not None else default_out(results, scenario)
+    return write_report(rows, scenario, store_root(results, scenario), out, plotly_js)
+
+
+def write_report(
+    rows: list[dict], scenario: str, store: str, out: str, plotly_js: str = "directory"
+) -> list[str]:
+    """Every report file for `rows` (store rows, e.g. a study's subset) into the storage
+    path `out`; `store` is where the rows came from, as report.md names it."""
     analysis = analyse(rows)
-    sink = Sink(storage.resolve(out) if out is not None else default_out(results, scenario))
+    sink = Sink(out)
     written = []
     for name, table in (
         ("summary", tables.summary_table(analysis)),
@@ -186,7 +195,7 @@ def build_report(
         written.append(sink.write(f"{chart.name}.png", render_png(chart)))
         written.append(sink.write(f"{chart.name}.html", render_html(chart, PLOTLY_JS[plotly_js])))
         figures.append(chart.name)
-    markdown = render_markdown(analysis, scenario, store_root(results, scenario), figures)
+    markdown = render_markdown(analysis, scenario, store, figures)
     written.append(sink.write("report.md", markdown))
     return written
 

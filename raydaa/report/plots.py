@@ -53,6 +53,8 @@ class Chart:
     ylabel: str
     series: list[Series]
     logx: bool = False
+    xticks: list[tuple[float, str]] | None = None
+    """(position, label) ticks for a categorical x axis (e.g. base, 1%, ..., 100%)."""
 
 
 def _value(row: Row, key: str) -> float:
@@ -198,6 +200,8 @@ def render_png(chart: Chart) -> bytes:
                 color=s.color, label=f"{s.label} (front)")  # fmt: skip
     if chart.logx:
         ax.set_xscale("log")
+    if chart.xticks:
+        ax.set_xticks([x for x, _ in chart.xticks], [label for _, label in chart.xticks])
     if not chart.series:
         ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", transform=ax.transAxes)
     else:
@@ -252,6 +256,9 @@ def render_html(chart: Chart, plotly_js: str | bool) -> str:
                       template="plotly_white", hovermode="closest")  # fmt: skip
     if chart.logx:
         fig.update_xaxes(type="log")
+    if chart.xticks:
+        fig.update_xaxes(tickvals=[x for x, _ in chart.xticks],
+                         ticktext=[label for _, label in chart.xticks])  # fmt: skip
     return fig.to_html(include_plotlyjs=plotly_js, full_html=True)
 
 
