@@ -194,6 +194,25 @@ def _error_reason(trial) -> str:
     return f"{lines[-1].strip() if lines else 'trial driver crashed'} (traceback: {path})"
 
 
+def check_reference_init(record: dict[str, Any], init: str, settings, root: str) -> None:
+    """A setup's starting policy must be the registered reference's kind: a base-initialized
+    sweep (paper §4.1) started from an SFT checkpoint would measure something else."""
+    registered = record.get("init", "sft")
+    if init == "base" and registered != "base":
+        raise SystemExit(
+            f"raydaa search --setup {settings.setup} starts from the base model, but the "
+            f"reference registered in {root}/reference.json is an SFT checkpoint; use another "
+            "--results directory for base-initialized sweeps, or `raydaa study rq1`, which "
+            "keeps one namespace per initialization"
+        )
+    if init == "sft" and registered == "base":
+        print(
+            f"note: the reference registered in {root}/reference.json is the base model "
+            "(registered with `raydaa sft --base`); this two-stage sweep aligns from it",
+            flush=True,
+        )
+
+
 @dataclass
 class SearchSettings:
     method: str
@@ -255,6 +274,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         )
         record = run_sft(scenario, results=results, base_init=space.init == "base")
         print(f"stage 1: reference at {record['path']}", flush=True)
+    check_reference_init(reference_record(results, scenario), space.init, settings, root)
     print(
         f"preparing preference data and the reference cache for {space.size} trials ...", flush=True
     )

@@ -131,6 +131,7 @@ def test_a_tune_run_refreshes_the_report_after_each_trial(ray_cluster, tmp_path)
     assert float(dpo["quality"]) == pytest.approx(0.6)  # β = 0.1: 0.5 + 0.1
     with open(report_dir / "failures.csv", newline="") as handle:
         (failed,) = list(csv.DictReader(handle))
-    # ResultsStoreCallback records where Tune wrote the traceback as the reason
+    # ResultsStoreCallback records the exception's message, then where the traceback is
     assert (failed["beta"], failed["status"]) == ("0.5", "failed")
-    assert failed["error"].endswith("error.txt")
+    assert "RuntimeError: synthetic trial failure" in failed["error"]
+    assert failed["error"].endswith("error.txt)")
