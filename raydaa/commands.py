@@ -18,7 +18,9 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     context = ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
+        # "local": a fresh Ray, never silently one that happens to run on this machine
+        # (on a cluster's head: --address auto, or RAY_ADDRESS as `ray job submit` sets it)
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
         log_to_driver=False,
         # Train V2 run state (runs by name, attempts, workers) in the dashboard's Train view.
         runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},

@@ -82,7 +82,7 @@ def run_toy_sweep(
 
     start = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
     out = Path(out).resolve()
     trainable = tune.with_resources(
         tune.with_parameters(
