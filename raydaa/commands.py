@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from raydaa.scenario import DEFAULT_SCENARIO, ConfigError, load_scenario
-from raydaa.stages import DEFAULT_RESULTS
+from raydaa.cli_options import add_location_options
+from raydaa.scenario import ConfigError, load_scenario
 
 
 def connect_ray(address: str | None) -> None:
@@ -33,19 +33,7 @@ def connect_ray(address: str | None) -> None:
     )
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scenario", default=DEFAULT_SCENARIO, help="scenario name or YAML path (default: tiny)"
-    )
-    parser.add_argument(
-        "--results",
-        default=DEFAULT_RESULTS,
-        help="results directory, shared (NFS/EFS) on a cluster, or s3://bucket/prefix, "
-        "gs://bucket/prefix (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
-    )
+_common = add_location_options
 
 
 def _load(parser: argparse.ArgumentParser, name: str):

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_SCENARIO = "tiny"
+from raydaa.cli_options import DEFAULT_SCENARIO as DEFAULT_SCENARIO  # re-exported
 
 
 def search_spaces_dir() -> Path:
@@ -44,7 +44,9 @@ def build(cls, data: Any, where: str):
     for name, value in data.items():
         sub = _dataclass_of(fields[name].type)
         optional_and_absent = value is None and _is_optional(fields[name].type)
-        kwargs[name] = build(sub, value, f"{where}.{name}") if sub and not optional_and_absent else value
+        kwargs[name] = (
+            build(sub, value, f"{where}.{name}") if sub and not optional_and_absent else value
+        )
     try:
         return cls(**kwargs)
     except TypeError as err:  # a missing required key
@@ -141,7 +143,9 @@ class RecipeConfig:
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
         if self.optimizer != "adam":
-            raise ValueError(f"optimizer must be 'adam' (the only one implemented), got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be 'adam' (the only one implemented), got {self.optimizer!r}"
+            )
         if self.lr_schedule != "linear":
             raise ValueError(
                 f"lr_schedule must be 'linear' (the only one implemented), got {self.lr_schedule!r}"
@@ -293,9 +297,13 @@ class JudgeConfig:
             raise ValueError(f"extra_benchmarks repeats the judge type {self.type!r}")
         if self.type in BENCHMARKS:
             if self.num_prompts is not None or self.prompts is not None:
-                raise ValueError(f"{self.type} brings its own prompts: num_prompts and prompts must be null")
+                raise ValueError(
+                    f"{self.type} brings its own prompts: num_prompts and prompts must be null"
+                )
             if self.baseline != "benchmark":
-                raise ValueError(f"{self.type} compares with its own baseline: baseline must be 'benchmark'")
+                raise ValueError(
+                    f"{self.type} compares with its own baseline: baseline must be 'benchmark'"
+                )
         elif self.baseline == "benchmark":
             raise ValueError(f"baseline 'benchmark' needs a benchmark judge, not {self.type!r}")
         if self.type == "gpt_side_by_side":
@@ -311,12 +319,16 @@ class JudgeConfig:
 
             get_template(self.prompt_template)
         elif self.prompt_template is not None:
-            raise ValueError(f"prompt_template is for gpt_side_by_side, not {self.type!r}: set it null")
+            raise ValueError(
+                f"prompt_template is for gpt_side_by_side, not {self.type!r}: set it null"
+            )
         if self.type == "reward_model":
             if self.model is None:
                 raise ValueError("reward_model needs model: the reward model checkpoint's path")
             if self.endpoint or self.endpoint_env or self.api_key_env:
-                raise ValueError("reward_model runs locally: endpoint, endpoint_env and api_key_env must be null")
+                raise ValueError(
+                    "reward_model runs locally: endpoint, endpoint_env and api_key_env must be null"
+                )
         if self.endpoint is not None and self.endpoint_env is not None:
             raise ValueError("give endpoint or endpoint_env, not both")
         if self.concurrency < 1:
@@ -331,10 +343,16 @@ class JudgeConfig:
             raise ValueError(
                 "baseline 'reference' compares with the reference completions of `prompts`: set prompts"
             )
-        if self.type == "gold" and (self.model or self.endpoint or self.endpoint_env or self.api_key_env):
-            raise ValueError("the gold judge is code: model, endpoint, endpoint_env and api_key_env must be null")
+        if self.type == "gold" and (
+            self.model or self.endpoint or self.endpoint_env or self.api_key_env
+        ):
+            raise ValueError(
+                "the gold judge is code: model, endpoint, endpoint_env and api_key_env must be null"
+            )
         if self.type == "gold" and self.prompts is not None:
-            raise ValueError("the gold judge scores the scenario's validation prompts: prompts must be null")
+            raise ValueError(
+                "the gold judge scores the scenario's validation prompts: prompts must be null"
+            )
 
 
 @dataclass
@@ -372,7 +390,9 @@ class Scenario:
                     f"({recipe.micro_batch_size} x {workers})"
                 )
         if self.judge is not None and self.judge.type == "gold" and self.model.builder != "tiny":
-            raise ValueError("judge.type gold exists only for the built-in tiny task (model.builder: tiny)")
+            raise ValueError(
+                "judge.type gold exists only for the built-in tiny task (model.builder: tiny)"
+            )
         if (
             self.judge is not None
             and self.generation is not None

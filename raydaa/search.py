@@ -27,19 +27,11 @@ from ray import tune
 from raydaa import storage
 from raydaa.report.callback import ReportRefreshCallback
 from raydaa.results_store import store_root, write_row
+from raydaa.search_space import CONFIG_KEYS
 from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
 from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
 
-ALIGN_KEYS = (
-    "method",
-    "beta",
-    "lr",
-    "lambda_",
-    "sft_weight",
-    "gamma_beta_ratio",
-    "normalization",
-    "epochs",
-)
+ALIGN_KEYS = CONFIG_KEYS
 
 
 def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:

@@ -34,6 +34,18 @@ SEARCHED = ("beta", "lr", "lambda_", "epochs")
 """Keys a trial's config varies over; the rest of a config is fixed per space."""
 
 
+CONFIG_KEYS = (
+    "method",
+    "beta",
+    "lr",
+    "lambda_",
+    "sft_weight",
+    "gamma_beta_ratio",
+    "normalization",
+    "epochs",
+)
+"""The keys of one point of a method's space (= the fields of raydaa.stages.AlignConfig)."""
+
 @dataclass
 class MethodSpace:
     """The hyperparameter grid of one method in one setup and scenario."""

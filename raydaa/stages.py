@@ -23,12 +23,10 @@ import datasets
 
 from raydaa import data as data_lib
 from raydaa import storage
+from raydaa.cli_options import DEFAULT_RESULTS  # re-exported: callers import it from here
 from raydaa.objectives import PreferenceObjective, SFTObjective
 from raydaa.refcache import ensure_reference_cache
 from raydaa.scenario import RecipeConfig, Scenario
-
-DEFAULT_RESULTS = "raydaa_results"
-
 
 # ---------------------------------------------------------------------------------------
 # Scenario assets: tokenizer, model factory, prepared data

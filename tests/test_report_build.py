@@ -195,13 +195,6 @@ def test_cli_writes_the_report_and_names_missing_paths(results, tmp_path, capsys
     assert f"{tmp_path / 'empty' / 'tiny' / 'store'} holds no rows" in capsys.readouterr().err
 
 
-def test_default_results_directory_is_the_search_default():
-    from raydaa.report.build import DEFAULT_RESULTS
-    from raydaa.stages import DEFAULT_RESULTS as SEARCH_DEFAULT
-
-    assert DEFAULT_RESULTS == SEARCH_DEFAULT
-
-
 def test_unknown_method_names_the_row_file(tmp_path):
     write_row(
         tmp_path,

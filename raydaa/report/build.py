@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from raydaa import storage
+from raydaa.cli_options import add_location_options
 from raydaa.report import tables
 from raydaa.report.analysis import Analysis, analyse
 from raydaa.report.files import write_atomic
@@ -200,10 +201,6 @@ def write_report(
     return written
 
 
-DEFAULT_RESULTS = "raydaa_results"
-"""= raydaa.stages.DEFAULT_RESULTS, not imported from there: stages pulls in trl and datasets."""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="raydaa report",
@@ -212,14 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "plot (Figure 1) and KL-β rank correlations from a scenario's results store."
         ),
     )
-    parser.add_argument(
-        "--scenario", default="tiny", help="scenario name or YAML path (default: tiny)"
-    )
-    parser.add_argument(
-        "--results",
-        default=DEFAULT_RESULTS,
-        help="results directory or s3:// / gs:// URI (default: %(default)s)",
-    )
+    add_location_options(parser, address=False)
     parser.add_argument(
         "--out", default=None, help="output directory (default: <results>/<scenario>/report)"
     )

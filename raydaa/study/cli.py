@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raydaa.cli_options import add_location_options
 from raydaa.study import STUDIES
-
-DEFAULT_RESULTS = "raydaa_results"
-"""= raydaa.stages.DEFAULT_RESULTS (not imported: stages pulls in trl and datasets)."""
 
 
 def _methods(question: str) -> tuple[str, ...]:
@@ -44,17 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("question", choices=STUDIES)
-    parser.add_argument(
-        "--scenario", default="tiny", help="scenario name or YAML path (default: tiny)"
-    )
-    parser.add_argument(
-        "--results",
-        default=DEFAULT_RESULTS,
-        help="results directory or s3:// / gs:// URI (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
-    )
+    add_location_options(parser)
     parser.add_argument(
         "--methods",
         default=None,

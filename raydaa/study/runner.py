@@ -35,21 +35,10 @@ from raydaa import storage
 from raydaa.report.select import Row
 from raydaa.results_store import read_store, store_root
 from raydaa.scenario import Scenario
-from raydaa.search_space import MethodSpace, load_method_space
+from raydaa.search_space import CONFIG_KEYS, MethodSpace, load_method_space
 
 DONE = ("finished", "diverged", "failed")
 """Statuses that make a configuration done (a failure is a result, listed in the tables)."""
-CONFIG_KEYS = (
-    "method",
-    "beta",
-    "lr",
-    "lambda_",
-    "sft_weight",
-    "gamma_beta_ratio",
-    "epochs",
-    "normalization",
-)
-"""What identifies a trial's configuration in the store (= raydaa.search.ALIGN_KEYS)."""
 Config = dict[str, Any]
 
 
