@@ -18,3 +18,33 @@ def ray_cluster():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         yield ray
         ray.shutdown()
+
+
+def shrunken_search_spaces(
+    root, method: str, tiny_grid: dict, *, prompts: int = 32, **tiny_updates
+):
+    """A copy of search_spaces/ under `root` in which tiny's alignment runs are short (one
+    epoch of 128-pair batches), evaluation uses `prompts` prompts, `tiny_updates` replace
+    top-level sections' keys (e.g. data={...}, resources={...}), and `method`'s tiny grid is
+    `tiny_grid` ({"betas": [...], "lrs": [...]}). Returns the copy's path."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from raydaa.scenario import search_spaces_dir
+
+    root = Path(root)
+    shutil.copytree(search_spaces_dir(), root)
+    tiny_path = root / "scenarios" / "tiny.yaml"
+    tiny = yaml.safe_load(tiny_path.read_text())
+    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
+    tiny["generation"]["num_prompts"] = tiny["judge"]["num_prompts"] = prompts
+    for section, values in tiny_updates.items():
+        tiny[section].update(values)
+    tiny_path.write_text(yaml.safe_dump(tiny))
+    method_path = root / "methods" / f"{method}.yaml"
+    spec = yaml.safe_load(method_path.read_text())
+    spec["scenarios"]["tiny"] = tiny_grid
+    method_path.write_text(yaml.safe_dump(spec))
+    return root

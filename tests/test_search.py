@@ -13,10 +13,9 @@ import time
 
 import optuna
 import pytest
-import yaml
+from conftest import shrunken_search_spaces
 
 from raydaa.results_store import read_store
-from raydaa.scenario import search_spaces_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
@@ -27,18 +26,7 @@ BETAS, LRS = [0.1, 0.5], [1e-4, 1e10]  # 1e10 diverges at once: the guard must r
 def spaces(tmp_path_factory):
     """A copy of search_spaces/ with a small tiny scenario and a 2×2 DPO grid for tiny."""
     root = tmp_path_factory.mktemp("spaces") / "search_spaces"
-    shutil.copytree(search_spaces_dir(), root)
-    tiny_path = root / "scenarios" / "tiny.yaml"
-    tiny = yaml.safe_load(tiny_path.read_text())
-    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
-    tiny["generation"]["num_prompts"] = 32
-    tiny["judge"]["num_prompts"] = 32
-    tiny_path.write_text(yaml.safe_dump(tiny))
-    dpo_path = root / "methods" / "dpo.yaml"
-    dpo = yaml.safe_load(dpo_path.read_text())
-    dpo["scenarios"]["tiny"] = {"betas": BETAS, "lrs": LRS}
-    dpo_path.write_text(yaml.safe_dump(dpo))
-    return root
+    return shrunken_search_spaces(root, "dpo", {"betas": BETAS, "lrs": LRS})
 
 
 def raydaa(spaces, *args, timeout=900, wait=True):

@@ -10,15 +10,14 @@ the same code path for the trials).
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-import yaml
+from conftest import shrunken_search_spaces
 
 from raydaa.results_store import read_store
-from raydaa.scenario import load_scenario, search_spaces_dir
+from raydaa.scenario import load_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
@@ -27,18 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 def spaces(tmp_path, monkeypatch):
     """tiny with 12-step one-epoch trials and 32 evaluation prompts; ORPO's tiny grid
     β {0.1, 0.5, 1} x lr {3e-5, 1e-4}, which --smoke cuts to β {0.5, 1} x lr {1e-4}."""
-    root = tmp_path / "search_spaces"
-    shutil.copytree(search_spaces_dir(), root)
-    tiny_path = root / "scenarios" / "tiny.yaml"
-    tiny = yaml.safe_load(tiny_path.read_text())
-    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
-    tiny["generation"]["num_prompts"] = 32
-    tiny["judge"]["num_prompts"] = 32
-    tiny_path.write_text(yaml.safe_dump(tiny))
-    orpo_path = root / "methods" / "orpo.yaml"
-    orpo = yaml.safe_load(orpo_path.read_text())
-    orpo["scenarios"]["tiny"] = {"betas": [0.1, 0.5, 1.0], "lrs": [3e-5, 1e-4]}
-    orpo_path.write_text(yaml.safe_dump(orpo))
+    grid = {"betas": [0.1, 0.5, 1.0], "lrs": [3e-5, 1e-4]}
+    root = shrunken_search_spaces(tmp_path / "search_spaces", "orpo", grid)
     monkeypatch.setenv("RAYDAA_SEARCH_SPACES", str(root))
     return root
 
