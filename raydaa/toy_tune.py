@@ -77,12 +77,12 @@ def run_toy_sweep(
     """Run the Tune grid, write the report; returns (all configs, report paths, seconds)."""
     # The classic Tune table shows exactly our columns (the newer output picks its own).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
     from ray import tune
 
     start = time.perf_counter()
-    if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+    from raydaa.commands import connect_ray
+
+    connect_ray(address)  # as every raydaa command: --address, $RAY_ADDRESS, or a fresh local Ray
     out = Path(out).resolve()
     trainable = tune.with_resources(
         tune.with_parameters(

@@ -17,7 +17,6 @@ nodes' Prometheus endpoints carry the raydaa_* metrics.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import urllib.request
@@ -25,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import ray
-import yaml
+from conftest import shrunken_search_spaces
 from s3_server import free_port, s3_server
 
 from raydaa import storage
 from raydaa.results_store import read_store
-from raydaa.scenario import load_scenario, search_spaces_dir
+from raydaa.scenario import load_scenario
 from raydaa.stages import reference_record, run_sft
 from raydaa.telemetry import trial_name
 
@@ -44,23 +43,18 @@ PAIRS = 768
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """S3 server, a shrunken tiny scenario, and the Ray settings every node inherits."""
-    spaces = tmp_path_factory.mktemp("spaces") / "search_spaces"
-    shutil.copytree(search_spaces_dir(), spaces)
     from raydaa.stages import resolve_source
 
     pairs = tmp_path_factory.mktemp("data") / "pairs.jsonl"
     resolve_source("tiny:pref_train", "train").select(range(PAIRS)).to_json(str(pairs))
-    tiny_path = spaces / "scenarios" / "tiny.yaml"
-    tiny = yaml.safe_load(tiny_path.read_text())
-    tiny["data"]["preference"] = str(pairs)
-    tiny["align"].update(global_batch_size=128, micro_batch_size=64, epochs=1)
-    tiny["resources"]["checkpoint_every"] = 2
-    tiny["generation"]["num_prompts"] = tiny["judge"]["num_prompts"] = 16
-    tiny_path.write_text(yaml.safe_dump(tiny))
-    dpo_path = spaces / "methods" / "dpo.yaml"
-    dpo = yaml.safe_load(dpo_path.read_text())
-    dpo["scenarios"]["tiny"] = {"betas": [0.1], "lrs": LRS}
-    dpo_path.write_text(yaml.safe_dump(dpo))
+    spaces = shrunken_search_spaces(
+        tmp_path_factory.mktemp("spaces") / "search_spaces",
+        "dpo",
+        {"betas": [0.1], "lrs": LRS},
+        prompts=16,
+        data={"preference": str(pairs)},
+        resources={"checkpoint_every": 2},
+    )
     with s3_server() as aws, pytest.MonkeyPatch.context() as mp:
         for key, value in aws.items():
             mp.setenv(key, value)
