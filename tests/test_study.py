@@ -328,6 +328,46 @@ def test_rq1_table1_hand_computed(spaces, tmp_path):
     assert len(runner.runs) == 2 and runner.evaluated == ["tiny@sft100pct"]
 
 
+def test_rq1_dpo_row_is_rq3s_best_dpo_from_the_sft_model_and_rq4_reuses_it(spaces, tmp_path):
+    """RQ3 (tiny): DPO quality 0.5 + β·lr·1000, best β 0.5 lr 1e-4 (0.55). Before RQ3's DPO
+    grid is complete Table 1 has no DPO row; after, one DPO trial with exactly that config
+    runs in tiny@sft100pct (quality there: 0.62 by the rule below, KL 1) and ends Table 1.
+    RQ4 on DPO at 100% then finds it and runs nothing in that namespace."""
+
+    def quality(name, config):
+        if config["method"] == "dpo":
+            if name == "tiny":
+                return 0.5 + config["beta"] * config["lr"] * 1000, 0.01, 1.0
+            return 0.62, 0.02, 1.0
+        return rq1_quality(name, config)
+
+    runner = FakeRunner(quality, reference_quality=lambda name: 0.35)
+    s = study(tmp_path, runner)
+    rq1.run(s, methods=("orpo",))
+    out = tmp_path / "results/tiny/study/rq1"
+    assert [r["method"] for r in read_csv(out / "table1.csv")] == ["SFT", "ORPO", "ORPO", "ORPO†"]
+    rq3.run(s, methods=("dpo",))
+    runner.runs.clear()
+    rq1.run(s, methods=("orpo",))
+    assert [(name, [(c["method"], c["beta"], c["lr"]) for c in configs])
+            for name, _, configs in runner.runs] == [("tiny@sft100pct", [("dpo", 0.5, 1e-4)])]  # fmt: skip
+    last = read_csv(out / "table1.csv")[-1]
+    assert (last["init"], last["method"], float(last["quality"])) == ("SFT", "DPO", 0.62)
+    assert (last["beta"], last["lr"], last["finished"], last["total"]) == (
+        "0.5",
+        "0.0001",
+        "1",
+        "1",
+    )
+    assert (
+        "| SFT | DPO | two stage, RQ3's best β and lr | **0.620 [0.600, 0.640]**"
+        in (out / "rq1.md").read_text()
+    )
+    runner.runs.clear()
+    rq4.run(s, methods=("dpo",), inits=[sft_namespace(1.0)])
+    assert runner.runs == []
+
+
 # -- RQ4 ------------------------------------------------------------------------------------
 
 FRACTION = {"tiny@base": 0.0, "tiny@sft10pct": 0.1, "tiny@sft100pct": 1.0}

@@ -10,7 +10,9 @@ Per method (ORPO, ASFT), the single-stage setups of search_spaces/single_stage/:
 base_init runs in the `<scenario>@base` namespace (reference = the base model), the SFT
 setups in `<scenario>@sft100pct` (the SFT model trained on all the SFT data; the
 scenario's own checkpoint when it is one). Both judge against the same answers, so the
-rows compare; the table opens with the SFT model itself, unaligned (Table 1's first row).
+rows compare; the table opens with the SFT model itself, unaligned (Table 1's first row),
+and ends with two-stage DPO from the same SFT model at RQ3's best β and lr (Table 1's last
+row) once RQ3's DPO grid is complete; that trial is RQ4's 100% DPO trial too, so it runs once.
 
 Writes rq1.md, table1.csv (best configuration per row, paper Table 1 form) and
 lambda_epochs.csv (base init: best quality over lr per λ and epochs, the paper's remark
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from raydaa.report import tables
 from raydaa.report.select import Row, best_row, status_counts, usable
-from raydaa.study.runner import BASE, StudyError, Sweep, sft_namespace
+from raydaa.study import rq4
+from raydaa.study.runner import BASE, StudyError, Sweep, config_of, sft_namespace
 
 METHODS = ("orpo", "asft")
 SETUPS = ("sft_init_align_only", "base_init", "sft_init")
@@ -33,6 +36,8 @@ LABELS = {
     "base_init": ("Base", "{M}", "single stage: SFT term + λ·alignment"),
     "sft_init": ("SFT", "{M}†", "SFT term kept: SFT term + λ·alignment"),
 }
+DPO_PART = "dpo/rq3_best"
+DPO_LABEL = ("SFT", "DPO", "two stage, RQ3's best β and lr")
 TABLE_KEYS = ["init", "method", "setup", "quality", "quality_low", "quality_high", "kl",
               "kl_low", "kl_high", "lr", "lambda_", "epochs", "beta", "sft_weight",
               "finished", "total", "trial_id"]  # fmt: skip
@@ -51,7 +56,20 @@ def plan(study, methods=METHODS) -> list[Sweep]:
                     f"{ns.describe()} (init {ns.init!r})"
                 )
             (base if ns is BASE else sft).parts[f"{method}/{setup}"] = space.grid()
+    dpo = rq3_best_dpo(study)
+    if dpo is not None:
+        sft.parts[DPO_PART] = [config_of(dpo)]
     return [base, sft]
+
+
+def rq3_best_dpo(study):
+    """RQ3's best DPO row (the scenario's store), or None with a line saying why the
+    DPO row is left out: RQ1 does not run RQ3's grid itself."""
+    try:
+        return rq4.best_configs(study, ["dpo"])["dpo"]
+    except StudyError as missing:
+        study.log(f"  RQ1's DPO row (Table 1's last) left out: {missing}")
+        return None
 
 
 def table1(parts: dict[str, list[Row]], sft_model: dict | None, methods=METHODS):
@@ -66,16 +84,22 @@ def table1(parts: dict[str, list[Row]], sft_model: dict | None, methods=METHODS)
     for setup in SETUPS:
         init, name, text = LABELS[setup]
         for method in methods:
-            rows = parts.get(f"{method}/{setup}", [])
-            best = best_row(rows) or {}
-            counts = status_counts(rows)
-            records.append(
-                {"init": init, "method": name.format(M=method.upper()), "setup": text}
-                | {k: best.get(k) for k in TABLE_KEYS[3:-3]}
-                | {"finished": counts["finished"], "total": counts["total"]}
-                | {"trial_id": best.get("trial_id")}
-            )
+            label = (init, name.format(M=method.upper()), text)
+            records.append(best_record(label, parts.get(f"{method}/{setup}", [])))
+    if DPO_PART in parts:
+        records.append(best_record(DPO_LABEL, parts[DPO_PART]))
     return TABLE_KEYS, records
+
+
+def best_record(label: tuple[str, str, str], rows: list[Row]) -> dict:
+    """One Table 1 row: (init, method, setup), the best finished trial and the counts."""
+    best, counts = best_row(rows) or {}, status_counts(rows)
+    return (
+        dict(zip(("init", "method", "setup"), label, strict=True))
+        | {k: best.get(k) for k in TABLE_KEYS[3:-3]}
+        | {"finished": counts["finished"], "total": counts["total"]}
+        | {"trial_id": best.get("trial_id")}
+    )
 
 
 def lambda_epochs(parts: dict[str, list[Row]], methods=METHODS):
