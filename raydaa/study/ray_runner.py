@@ -23,6 +23,28 @@ def _trial_name(trial) -> str:
     return trial_name(trial.config, trial.trial_id)
 
 
+def points_sweep(configs: list[dict], at_once: int, name_creator=None):
+    """(param_space, TuneConfig) whose trials are exactly `configs`, at most `at_once`
+    running. The limit goes to the generator itself: Tune ignores TuneConfig's
+    max_concurrent_trials next to a BasicVariantGenerator (it only warns); a 24-trial sweep
+    then started every trial at once and ran a 24 GiB node out of memory."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Every key a choice over the values the points use: each point is a valid preset.
+    keys = sorted({k for c in configs for k in c})
+    param_space = {k: tune.choice(list(dict.fromkeys(c.get(k) for c in configs))) for k in keys}
+    names = {"trial_name_creator": name_creator, "trial_dirname_creator": name_creator}
+    tune_config = tune.TuneConfig(
+        search_alg=BasicVariantGenerator(
+            points_to_evaluate=[dict(c) for c in configs], max_concurrent=at_once
+        ),
+        num_samples=len(configs),
+        **(names if name_creator else {}),
+    )
+    return param_space, tune_config
+
+
 class RayRunner:
     """Joins Ray (`address`, $RAY_ADDRESS, or a local Ray) only when something runs, so a
     study whose sweeps are all in the store only reads it."""
@@ -56,7 +78,6 @@ class RayRunner:
         # the classic progress table (β, lr, λ, status, quality, KL), as raydaa search shows
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         from ray import tune
-        from ray.tune.search.basic_variant import BasicVariantGenerator
 
         from raydaa.losses import get_spec
         from raydaa.report.callback import ReportRefreshCallback
@@ -73,15 +94,8 @@ class RayRunner:
             tune.with_parameters(trial_driver, scenario=scenario, shared=shared, results=results),
             {"CPU": 0, "memory": 256 * 2**20},  # as raydaa search: the Train workers hold the CPUs
         )
-        # Every key a choice over the values the points use: each point is a valid preset.
-        keys = sorted({k for c in configs for k in c})
-        param_space = {k: tune.choice(list(dict.fromkeys(c.get(k) for c in configs))) for k in keys}
-        tune_config = tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(c) for c in configs]),
-            num_samples=len(configs),
-            max_concurrent_trials=self.max_concurrent_trials or concurrency(scenario),
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
+        param_space, tune_config = points_sweep(
+            configs, self.max_concurrent_trials or concurrency(scenario), _trial_name
         )
         run_config = tune.RunConfig(
             name=f"study-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
