@@ -272,6 +272,25 @@ def test_a_partial_sweep_runs_only_missing_configs_and_failed_ones_on_request(sp
     assert statuses == ["failed"] + ["finished"] * 4
 
 
+def test_the_done_line_counts_only_this_sweeps_rows(spaces, tmp_path):
+    """Another study writes the same namespace while this sweep runs (RQ1 and RQ4 share
+    tiny@base): its 3 rows are not this sweep's, which ran 2 configurations."""
+    lines = []
+
+    class Busy(FakeRunner):
+        def run_configs(self, scenario, results, configs, name):
+            others = [c | {"method": "nca", "beta": b} for c in configs[:1] for b in (1, 2, 3)]
+            super().run_configs(scenario, results, others + configs, name)
+
+    s = Study(load_scenario("tiny"), str(tmp_path / "r"), Busy(lambda *_: (0.5, 0.01, 1.0)),
+              log=lines.append)  # fmt: skip
+    s.ensure_reference(MAIN)
+    configs = [c for c in rq3.grid(s, "dpo") if c["beta"] == 0.1]
+    s.execute("t", [Sweep("t/dpo", MAIN, {"dpo": configs})])
+    assert any(line.startswith("[t 1/1] t/dpo: done in") and "2 finished, 0 diverged, 0 failed" in line
+               for line in lines), lines  # fmt: skip
+
+
 def test_a_sweep_that_writes_no_rows_is_an_error(spaces, tmp_path):
     s = study(tmp_path, FakeRunner(rq2_quality, write=False))
     with pytest.raises(StudyError, match=r"2 of 2 configs have no row in .*tiny/store"):

@@ -375,7 +375,12 @@ class Study:
                 key = sweep.key.replace("/", "-")
                 self.runner.run_configs(self.scenario_for(ns), self.results, todo, key)
                 rows = self.rows(ns)
-                new = [r for r in rows if r["trial_id"] not in before]
+                # this sweep's rows only: another study may write the same namespace
+                new = [
+                    r
+                    for r in rows
+                    if r["trial_id"] not in before and any(same_config(r, c) for c in todo)
+                ]
                 lost = [c for c in todo if not any(same_config(r, c) for r in new)]
                 if lost:
                     raise StudyError(
