@@ -24,7 +24,14 @@ from typing import Any
 import yaml
 
 from raydaa.losses import METHOD_SPECS, METHODS
-from raydaa.scenario import ConfigError, Scenario, available_scenarios, build, search_spaces_dir
+from raydaa.scenario import (
+    ConfigError,
+    Scenario,
+    available_scenarios,
+    build,
+    load_scenario,
+    search_spaces_dir,
+)
 
 TWO_STAGE = "two_stage"
 """The paper's recommended setup: SFT first, then the alignment loss alone (β searched)."""
@@ -63,7 +70,8 @@ class MethodSpace:
     gamma_beta_ratio: float | None = None
     """SimPO's γ/β (paper A.2.2: 0.5); null for every other method."""
     epochs: list[int] = field(default_factory=lambda: [1])
-    """Epochs over the preference data (single-stage base-init: {1, 2})."""
+    """Epochs over the preference data (single-stage base-init: {1, 2}); where the YAML
+    gives none, the scenario's `align.epochs` (1 without a scenario)."""
     normalization: str = "paper"
     """Length normalization of log-probs: paper (all methods, Appendix A.1), original (each
     method's own choice, Table 3), sum, mean."""
@@ -282,6 +290,11 @@ def load_method_space(
                 raise ConfigError(f"{where}.{scenario_name}: extra_betas: expected a non-empty list")
             merged["betas"] = [*(merged.get("betas") or []), *extra]
         label = f"{path} (scenarios.{scenario_name})"
+    if "epochs" not in merged and scenario is not None:
+        # one source for a two-stage run's length: the scenario's align recipe (a grid's
+        # own `epochs: [1]` once silently overrode tiny's `align.epochs: 2`)
+        loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, root)
+        merged["epochs"] = [loaded.align.epochs]
     merged.update(setup=setup, scenario=scenario_name, source=str(path))
     return build(MethodSpace, merged, label)
 

@@ -140,10 +140,10 @@ def test_tiny_scenario_is_unchanged_and_has_evaluation_sections():
     tiny = load_scenario("tiny")
     assert (tiny.model.builder, tiny.max_length, tiny.seed) == ("tiny", 64, 0)
     # the calibrated recipe (README "Tiny scenario results"): SFT until the policy imitates
-    # the writers, two alignment epochs
+    # the writers, one alignment epoch (what every measured tiny sweep ran)
     assert (tiny.sft.lr, tiny.sft.epochs, tiny.sft.global_batch_size) == (1e-3, 8, 32)
     assert (tiny.align.global_batch_size, tiny.align.micro_batch_size) == (32, 16)
-    assert tiny.align.epochs == 2
+    assert tiny.align.epochs == 1
     gen = tiny.generation
     assert (gen.temperature, gen.top_k, gen.top_p, gen.max_new_tokens) == (0.9, 40, 1.0, 24)
     assert tiny.judge.type == "gold" and tiny.judge.num_prompts == 200
@@ -490,3 +490,18 @@ def test_evaluation_sections_are_optional(tmp_path):
 
     scenario = load_scenario(str(scenario_with(tmp_path, drop)))
     assert isinstance(scenario, Scenario) and scenario.generation is None and scenario.judge is None
+
+
+def test_two_stage_epochs_follow_the_scenarios_align_recipe(tmp_path):
+    """A scenario that aligns for 2 epochs gets two-stage grids of 2 epochs (the method YAMLs
+    give none); single-stage setups keep their own {1, 2}; no scenario: 1."""
+    data = yaml.safe_load((search_spaces_dir() / "scenarios" / "tiny.yaml").read_text())
+    data["align"]["epochs"] = 2
+    path = tmp_path / "tiny2.yaml"
+    path.write_text(yaml.safe_dump(data))
+    longer = load_scenario(str(path))
+    assert load_method_space("dpo", longer).epochs == [2]
+    assert load_method_space("dpo", longer).grid()[0]["epochs"] == 2
+    assert load_method_space("orpo", longer, "base_init").epochs == [1, 2]
+    assert load_method_space("dpo", "tiny").epochs == [load_scenario("tiny").align.epochs]
+    assert load_method_space("dpo").epochs == [1]
