@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from raydaa.report import tables
 from raydaa.report.select import Row, best_row, status_counts, usable
-from raydaa.study import rq4
+from raydaa.study import rq3
 from raydaa.study.runner import BASE, StudyError, Sweep, config_of, sft_namespace
 
 METHODS = ("orpo", "asft")
@@ -66,7 +66,7 @@ def rq3_best_dpo(study):
     """RQ3's best DPO row (the scenario's store), or None with a line saying why the
     DPO row is left out: RQ1 does not run RQ3's grid itself."""
     try:
-        return rq4.best_configs(study, ["dpo"])["dpo"]
+        return rq3.best_configs(study, ["dpo"], "RQ1's DPO row uses")["dpo"]
     except StudyError as missing:
         study.log(f"  RQ1's DPO row (Table 1's last) left out: {missing}")
         return None

@@ -17,13 +17,42 @@ from raydaa.losses import METHODS
 from raydaa.report import tables
 from raydaa.report.analysis import Analysis, analyse
 from raydaa.report.pareto import pareto_mask
-from raydaa.report.select import KINDS
-from raydaa.study.runner import MAIN, StudyError, Sweep
+from raydaa.report.select import KINDS, Row, best_row
+from raydaa.study.runner import DONE, MAIN, StudyError, Sweep, same_config
 
 
 def grid(study, method: str) -> list[dict]:
-    """The method's RQ3 configurations (RQ4 reads its best from them)."""
+    """The method's RQ3 configurations (RQ1's DPO row and RQ4 use their best)."""
     return study.space(method).grid()
+
+
+def best_configs(study, methods, needed_by: str) -> dict[str, Row]:
+    """method -> its best row of RQ3's grid in the scenario's store; a StudyError naming
+    the methods whose RQ3 sweep is incomplete or has no finished trial. `needed_by` opens
+    the error: who uses the configurations (e.g. "RQ4 aligns every SFT model with")."""
+    rows = study.rows(MAIN)
+    best, problems, rerun = {}, [], []
+    for method in methods:
+        configs = grid(study, method)
+        ready = [r for r in rows if r["status"] in DONE]
+        left = [c for c in configs if not any(same_config(r, c) for r in ready)]
+        mine = [r for r in rows if any(same_config(r, c) for c in configs)]
+        best[method] = best_row(mine)
+        if left:
+            problems.append(f"{method}: {len(left)} of {len(configs)} configurations have no row")
+            rerun.append(method)
+        elif best[method] is None:
+            problems.append(f"{method}: none of its {len(mine)} trials finished with a quality")
+            rerun.append(method)
+    if problems:
+        smoke = " --smoke" if study.smoke else ""
+        raise StudyError(
+            f"{needed_by} RQ3's best configuration, and RQ3 is not done in "
+            f"{study.store(MAIN)}: {'; '.join(problems)}. Run `raydaa study rq3 --scenario "
+            f"{study.scenario.name} --results {study.results} --methods {','.join(rerun)}"
+            f"{smoke}` first (a method with only failed trials: `--retry-failed`)."
+        )
+    return best
 
 
 def plan(study, methods=METHODS) -> list[Sweep]:

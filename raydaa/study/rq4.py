@@ -27,13 +27,10 @@ from raydaa.report.select import KINDS, Row, best_row
 from raydaa.study import rq3
 from raydaa.study.runner import (
     BASE,
-    DONE,
-    MAIN,
     Namespace,
     StudyError,
     Sweep,
     config_of,
-    same_config,
     sft_namespace,
     write_chart,
 )
@@ -58,36 +55,8 @@ def init_label(ns: Namespace) -> str:
     return "base" if ns.init == "base" else f"{ns.fraction * 100:g}%"
 
 
-def best_configs(study, methods) -> dict[str, Row]:
-    """method -> its best row of RQ3's grid in the scenario's store; a StudyError naming
-    the methods whose RQ3 sweep is incomplete or has no finished trial."""
-    rows = study.rows(MAIN)
-    best, problems, rerun = {}, [], []
-    for method in methods:
-        configs = rq3.grid(study, method)
-        ready = [r for r in rows if r["status"] in DONE]
-        left = [c for c in configs if not any(same_config(r, c) for r in ready)]
-        mine = [r for r in rows if any(same_config(r, c) for c in configs)]
-        best[method] = best_row(mine)
-        if left:
-            problems.append(f"{method}: {len(left)} of {len(configs)} configurations have no row")
-            rerun.append(method)
-        elif best[method] is None:
-            problems.append(f"{method}: none of its {len(mine)} trials finished with a quality")
-            rerun.append(method)
-    if problems:
-        smoke = " --smoke" if study.smoke else ""
-        raise StudyError(
-            f"RQ4 aligns every SFT model with RQ3's best configuration, and RQ3 is not done in "
-            f"{study.store(MAIN)}: {'; '.join(problems)}. Run `raydaa study rq3 --scenario "
-            f"{study.scenario.name} --results {study.results} --methods {','.join(rerun)}"
-            f"{smoke}` first (a method with only failed trials: `--retry-failed`)."
-        )
-    return best
-
-
 def plan(study, methods, inits: list[Namespace]) -> tuple[list[Sweep], dict[str, Row]]:
-    best = best_configs(study, methods)
+    best = rq3.best_configs(study, methods, "RQ4 aligns every SFT model with")
     sweeps = [
         Sweep(f"rq4/{ns.label}", ns, {m: [config_of(best[m])] for m in methods}) for ns in inits
     ]
