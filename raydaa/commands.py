@@ -33,9 +33,6 @@ def connect_ray(address: str | None) -> None:
     )
 
 
-_common = add_location_options
-
-
 def _load(parser: argparse.ArgumentParser, name: str):
     try:
         return load_scenario(name)
@@ -51,7 +48,7 @@ def sft_main(argv: list[str] | None = None) -> int:
             "as the scenario's reference policy, reused by every alignment trial."
         ),
     )
-    _common(parser)
+    add_location_options(parser)
     parser.add_argument(
         "--fraction", type=float, default=1.0, help="share of the SFT data, 0.01-1 (paper RQ4)"
     )
@@ -90,7 +87,7 @@ def align_main(argv: list[str] | None = None) -> int:
             "scenario's reference policy (run `raydaa sft` first)."
         ),
     )
-    _common(parser)
+    add_location_options(parser)
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--beta", type=float, required=True)
     parser.add_argument("--lr", type=float, required=True)
@@ -224,7 +221,7 @@ def search_main(argv: list[str] | None = None) -> int:
             "or Optuna over it); every trial becomes one row of the results store."
         ),
     )
-    _common(parser)
+    add_location_options(parser)
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--mode", default="grid", choices=("grid", "optuna"))
     parser.add_argument(

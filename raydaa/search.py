@@ -31,8 +31,6 @@ from raydaa.search_space import CONFIG_KEYS
 from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
 from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
 
-ALIGN_KEYS = CONFIG_KEYS
-
 
 def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:
     """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
@@ -41,7 +39,7 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
 
     name = trial_name(config, tune.get_context().get_trial_id())
     tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
-    align = AlignConfig(**{k: config[k] for k in ALIGN_KEYS if config.get(k) is not None})
+    align = AlignConfig(**{k: config[k] for k in CONFIG_KEYS if config.get(k) is not None})
     start = time.perf_counter()
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
     run = run_alignment(
@@ -124,7 +122,7 @@ class ResultsStoreCallback(tune.Callback):
         self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
     ) -> dict:
         config = trial.config
-        row = {k: config.get(k) for k in ALIGN_KEYS}
+        row = {k: config.get(k) for k in CONFIG_KEYS}
         row |= {
             k: result.get(k)
             for k in (
