@@ -11,6 +11,7 @@ same file and no trial ever holds or runs a reference model.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 
 from raydaa import storage
 from raydaa.logprobs import SequenceLogps, concatenated_forward
+from raydaa.train import phases
+from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 
 COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")
 SCHEMA = pa.schema([("index", pa.int64())] + [(name, pa.float64()) for name in COLUMNS[1:]])
@@ -67,13 +70,20 @@ def cache_uri(storage: str, key: str) -> str:
 
 
 def _score_shard(
-    reference_dir: str, rows: list[dict], pad_token_id: int, batch_size: int
+    reference_dir: str,
+    rows: list[dict],
+    pad_token_id: int,
+    batch_size: int,
+    beacon=None,
 ) -> pa.Table:
-    """Reference log-probs of `rows` (tokenized preference rows), in float32."""
+    """Reference log-probs of `rows` (tokenized preference rows), in float32; `beacon`
+    (raydaa.train.phases.Beacon) hears the phase and the rows scored so far."""
     from transformers import AutoModelForCausalLM
 
     from raydaa.data import PreferenceCollator
 
+    if beacon is not None:
+        beacon.phase(phases.MODEL_LOAD, f"reference {reference_dir}")
     local = storage.local_copy(reference_dir)  # a URI is copied to this node once
     model = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32).eval()
     model.to("cuda" if torch.cuda.is_available() else "cpu")  # a task given a GPU uses it
@@ -89,6 +99,10 @@ def _score_shard(
             out["chosen_count"] += chosen.count.double().tolist()
             out["rejected_logp_sum"] += rejected.sum.double().tolist()
             out["rejected_count"] += rejected.count.double().tolist()
+            if beacon is not None:
+                beacon.stepped(len(out["index"]), len(rows))
+    if beacon is not None:
+        beacon.close()
     return pa.table(out, schema=SCHEMA)
 
 
@@ -100,9 +114,14 @@ def compute_reference_logps(
     num_workers: int = 2,
     batch_size: int = 32,
     use_gpu: bool = False,
+    limits: Limits | None = None,
+    say=print,
 ) -> pa.Table:
     """Score every row of a tokenized preference `datasets.Dataset` with the reference,
-    in `num_workers` Ray tasks over contiguous shards (one reference forward per row)."""
+    in `num_workers` Ray tasks over contiguous shards (one reference forward per row).
+    Progress is printed through `say`; a shard that scores no batch within
+    `limits.startup_s`, or no further batch within `limits.stall_s`, stops the whole
+    computation with WatchdogTimeout (its tasks cancelled), naming the phase it was in."""
     import ray
 
     rows = dataset.to_list()
@@ -110,16 +129,42 @@ def compute_reference_logps(
         raise ValueError("no preference rows to score")
     num_workers = max(1, min(num_workers, len(rows)))
     bounds = [len(rows) * i // num_workers for i in range(num_workers + 1)]
+    token = f"refcache-{uuid.uuid4().hex[:16]}"
 
     @ray.remote(num_cpus=1)
-    def score(shard: list[dict]) -> pa.Table:
+    def score(shard: list[dict], who: str) -> pa.Table:
         torch.set_num_threads(1)  # one task per core
-        return _score_shard(str(reference_dir), shard, pad_token_id, batch_size)
+        beacon = phases.beacon(token, who)
+        return _score_shard(str(reference_dir), shard, pad_token_id, batch_size, beacon)
 
     # on GPU clusters each shard takes one GPU: scoring an 8B reference on CPUs takes hours
-    score = score.options(num_gpus=1 if use_gpu else 0)
-    shards = [score.remote(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return pa.concat_tables(ray.get(shards)).sort_by("index")
+    score = score.options(num_gpus=1 if use_gpu else 0, name="refcache:score")
+    who = [f"shard{i}" for i in range(num_workers)]
+    pending = [
+        score.remote(rows[a:b], w) for a, b, w in zip(bounds[:-1], bounds[1:], who, strict=True)
+    ]
+    refs = list(pending)
+    limits = limits or Limits(1800.0, 1800.0)
+    watch = RunWatch(limits, who, started=time.monotonic(), progress_phases=(phases.TRAINING,))
+    say(f"reference cache: scoring {len(rows)} pairs in {num_workers} Ray tasks ...")
+    last_line, start = 0.0, time.monotonic()
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            records = phases.read(token)
+            verdict = watch.observe(records, time.monotonic())
+            if verdict:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise WatchdogTimeout(f"reference cache: {verdict}")
+            if time.monotonic() - last_line > 15 or not pending:
+                done = sum(int(r.get("step") or 0) for r in records.values())
+                say(f"reference cache: {done}/{len(rows)} pairs scored "
+                    f"({time.monotonic() - start:.0f} s)")
+                last_line = time.monotonic()
+        return pa.concat_tables(ray.get(refs)).sort_by("index")
+    finally:
+        phases.clear(token)
 
 
 def write_atomically(table: pa.Table, uri: str) -> None:
@@ -140,6 +185,7 @@ def ensure_reference_cache(
     pad_token_id: int,
     num_workers: int = 2,
     use_gpu: bool = False,
+    limits: Limits | None = None,
 ) -> str:
     """The cache URI for (reference, data), computing and writing it only if it is missing.
     `prepared` is a `raydaa.data.Prepared` preference set (its fingerprint keys the file)."""
@@ -153,6 +199,7 @@ def ensure_reference_cache(
             pad_token_id=pad_token_id,
             num_workers=num_workers,
             use_gpu=use_gpu,
+            limits=limits,
         )
         write_atomically(table, uri)
     return uri

@@ -191,6 +191,26 @@ class ResourcesConfig:
             raise ValueError("attn_implementation flash_attention_2 needs use_gpu: true")
 
 
+@dataclass
+class WatchdogConfig:
+    """Bounds on silence for every run of the scenario (SFT, alignment trials, the
+    reference cache): past them the run is stopped and fails with the phase it was in."""
+
+    startup_timeout_s: float = 1800.0
+    """Start to first step: worker start (on an autoscaling cluster, node boot), process
+    group, op build, model and data load. 30 min covers an 8B model from shared storage."""
+    stall_timeout_s: float = 1800.0
+    """No step or phase change for this long once training runs; above the longest
+    checkpoint save (an 8B ZeRO-3 checkpoint to shared storage takes minutes)."""
+
+    def __post_init__(self) -> None:
+        if not (self.startup_timeout_s > 0 and self.stall_timeout_s > 0):
+            raise ValueError(
+                "watchdog.startup_timeout_s and watchdog.stall_timeout_s must be > 0, got "
+                f"{self.startup_timeout_s} and {self.stall_timeout_s}"
+            )
+
+
 BENCHMARKS = ("alpaca_eval", "arena_hard")
 """Public benchmarks a UF scenario is judged on; each brings its own prompts and baseline."""
 PAIRWISE_JUDGES = ("gold", "gpt_side_by_side", "reward_model")
@@ -377,6 +397,8 @@ class Scenario:
     """Sampling for evaluation (paper Table 8); every shipped scenario sets it."""
     judge: JudgeConfig | None = None
     """Quality judge (paper §4.2, A.3); every shipped scenario sets it."""
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    """Start-up and stall bounds of every run (README "When something hangs")."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -408,7 +430,15 @@ class Scenario:
 
 _DATACLASSES = {
     c.__name__: c
-    for c in (ModelConfig, DataConfig, RecipeConfig, ResourcesConfig, GenerationConfig, JudgeConfig)
+    for c in (
+        ModelConfig,
+        DataConfig,
+        RecipeConfig,
+        ResourcesConfig,
+        GenerationConfig,
+        JudgeConfig,
+        WatchdogConfig,
+    )
 }
 
 

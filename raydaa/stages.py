@@ -163,9 +163,26 @@ def train_settings(
         "checkpoint_every": res.checkpoint_every,
         "seed": scenario.seed,
         "log_every": max(1, steps // 20),
+        "startup_timeout_s": scenario.watchdog.startup_timeout_s,
+        "stall_timeout_s": scenario.watchdog.stall_timeout_s,
     }
     settings.update(overrides)
     return settings
+
+
+def watchdog_limits(scenario: Scenario):
+    from raydaa.train.watchdog import Limits
+
+    return Limits(scenario.watchdog.startup_timeout_s, scenario.watchdog.stall_timeout_s)
+
+
+def prepare_engine(scenario: Scenario, say=print) -> None:
+    """Before the first run on this machine: build the DeepSpeed ops a CPU run loads, here
+    and visibly, so no trial waits on a build (raydaa/train/ops.py). GPU runs load none."""
+    if not scenario.resources.use_gpu:
+        from raydaa.train.ops import prepare_cpu_ops
+
+        prepare_cpu_ops(say=say)
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,12 +253,14 @@ def _run(
     collate_fn,
     max_failures: int = 0,
     callbacks=(),
+    progress: str | None = None,
 ) -> StageResult:
     from raydaa.train import run_training
 
     start = time.perf_counter()
     result = run_training(
         settings,
+        progress=progress,
         name=name,
         storage_path=storage_path,
         max_failures=max_failures,
@@ -296,6 +315,7 @@ def run_sft(
         if lr is None:
             raise ValueError(f"scenario {scenario.name}: sft.lr is required for the SFT stage")
         settings = train_settings(scenario, scenario.sft, len(prepared.dataset), lr=lr)
+        prepare_engine(scenario)
         name = f"sft-frac{fraction:g}-seed{scenario.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         stage = _run(
             settings,
@@ -305,6 +325,7 @@ def run_sft(
             loss_fn=SFTObjective(),
             dataset=saved_dataset(prepared, root),
             collate_fn=data_lib.SFTCollator(tokenizer.pad_token_id),
+            progress=f"stage 1 (SFT {scenario.name})",
         )
         if stage.status != "finished" or stage.path is None:
             raise RuntimeError(
@@ -358,6 +379,7 @@ def prepare_alignment(
     tokenizer = load_tokenizer(scenario)
     prepared = prepare(scenario, "preference", tokenizer)
     root = scenario_root(results, scenario)
+    prepare_engine(scenario)  # the trials' workers then find the ops built
     shared = {
         "reference": ref,
         "rows": len(prepared.dataset),
@@ -373,6 +395,7 @@ def prepare_alignment(
             pad_token_id=tokenizer.pad_token_id,
             num_workers=max(1, scenario.resources.num_workers),
             use_gpu=scenario.resources.use_gpu,
+            limits=watchdog_limits(scenario),
         )
     return shared
 
@@ -385,6 +408,7 @@ def run_alignment(
     results: str | Path = DEFAULT_RESULTS,
     name: str | None = None,
     callbacks=(),
+    progress: str | None = None,
     **setting_overrides: Any,
 ) -> StageResult:
     """Train the reference policy with one DAA configuration (the policy starts at π_ref).
@@ -417,6 +441,7 @@ def run_alignment(
             loss_fn=objective,
             dataset=shared["dataset"],
             collate_fn=PreferenceCollator(shared["pad_token_id"]),
+            progress=progress or name,
         )
     except Exception as err:  # a failed run is a result with its reason, not a crash
         return StageResult(status="failed", path=None, error=f"{type(err).__name__}: {err}")

@@ -34,6 +34,7 @@ import ray.train.torch
 import torch
 from torch.utils.data import default_collate
 
+from raydaa.train import ops, phases
 from raydaa.train.checkpoint import export_hf, load_training_state, save_training_state
 from raydaa.train.deepspeed_config import (
     build_deepspeed_config,
@@ -62,8 +63,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"settings.num_workers={settings.num_workers} but Ray started {world}")
     # 2 workers on 2 cores: more threads than reserved CPUs only oversubscribes.
     torch.set_num_threads(settings.cpus_per_worker)
+    token = config.get("watch_token") or ""
+    beacon = phases.beacon(token, f"rank{rank}") if token else _NoBeacon()
 
-    engine = _build_engine(config["model_fn"], settings)
+    engine = _build_engine(config["model_fn"], settings, beacon)
     device = engine.device
     start_step, tokens_seen = 0, 0
     # Ray's own checkpoint (a restart of this run) wins over the one we were started from.
@@ -77,6 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     dataset = config["dataset"]
     if callable(dataset) and not hasattr(dataset, "__getitem__"):
+        beacon.phase(phases.DATA_LOAD, _describe(dataset))
         dataset = dataset()
     collate: Callable = config.get("collate_fn") or default_collate
     tokens_of: Callable = config.get("count_tokens") or count_tokens
@@ -92,11 +96,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         # Restarted from a checkpoint that is already the end: nothing left to train.
         status = FINISHED if start_step >= settings.total_steps else STOPPED
         ray.train.report({"step": start_step, "status": status})
+        beacon.close()
         return {"status": status, "step": start_step, "history": history, **where}
     status = RUNNING
+    beacon.phase(phases.FIRST_STEP, f"step {start_step + 1} of {settings.total_steps}")
 
     engine.train()
     window_start, window_tokens = time.perf_counter(), 0
+    run_start, run_tokens = window_start, 0  # this invocation's throughput, for progress
     for step in range(start_step, settings.last_step):
         lr = float(engine.get_lr()[0])  # the lr this step uses (scheduler stepped last step)
         stats = StepStats()
@@ -112,6 +119,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         grad_norm = _grad_norm(engine)
         window_tokens += tokens
         tokens_seen += tokens
+        run_tokens += tokens
+        beacon.stepped(done, settings.total_steps, loss=loss_mean,
+                       tokens_per_s=run_tokens / max(time.perf_counter() - run_start, 1e-9))
 
         diverged = not (is_finite(loss_mean) and is_finite(grad_norm))
         if diverged:
@@ -140,16 +150,41 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if diverged:
             # A non-finite model is worth nothing: report the step, save nothing, stop.
             report["diverged_step"] = done
+        if save and not diverged:
+            beacon.phase(phases.CHECKPOINT, f"step {done}")
         _report(engine, report, rank=rank, settings=settings, save=save and not diverged)
         history.append(report)
         window_start, window_tokens = time.perf_counter(), 0
         if diverged:
             break
+    beacon.close()
     return {"status": status, "step": history[-1]["step"], "history": history, **where}
 
 
-def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSettings) -> Any:
+class _NoBeacon:
+    """A run started without a watch token (a bare `build_trainer`) reports no phases."""
+
+    def phase(self, *args: Any, **kwargs: Any) -> None: ...
+    def stepped(self, *args: Any, **kwargs: Any) -> None: ...
+    def note(self, *args: Any, **kwargs: Any) -> None: ...
+    def close(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+def _describe(fn: Any) -> str:
+    """A dataset factory as a user would recognise it: `load_saved_dataset('/path')`."""
+    if isinstance(fn, partial):
+        args = ", ".join(repr(a) for a in fn.args)
+        return f"{getattr(fn.func, '__name__', fn.func)}({args})"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSettings,
+                  beacon: Any) -> Any:
     """Seeded model from the factory, wrapped by `deepspeed.initialize`."""
+    if not settings.use_gpu:
+        # Before DeepSpeed loads it itself, in a place and under a lock we control.
+        beacon.phase(phases.OP_BUILD, f"DeepSpeed CPU ops in {ops.extensions_dir()}")
+        ops.prepare_cpu_ops(say=beacon.note)
     # Imported here, not at module level: the Ray Train controller unpickles this module
     # too and has no use for DeepSpeed's import time.
     import deepspeed
@@ -158,6 +193,7 @@ def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSetti
         torch.cuda.set_device(ray.train.torch.get_device())
     # Ray Train already created the torch process group (gloo on CPU, nccl on GPU);
     # DeepSpeed wraps that one instead of initialising its own.
+    beacon.phase(phases.DEEPSPEED_INIT, "deepspeed.init_distributed")
     deepspeed.init_distributed(dist_backend="nccl" if settings.use_gpu else "gloo")
     ds_config = build_deepspeed_config(settings)
     hf_ds_config = None
@@ -168,10 +204,12 @@ def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSetti
 
         hf_ds_config = HfDeepSpeedConfig(ds_config)
     torch.manual_seed(settings.seed)
+    beacon.phase(phases.MODEL_LOAD, _describe(model_fn))
     model = model_fn(**model_load_kwargs(settings))
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # no KV cache in training; HF refuses it with checkpointing
+    beacon.phase(phases.DEEPSPEED_INIT, f"deepspeed.initialize (ZeRO-{settings.zero_stage})")
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],

@@ -82,6 +82,14 @@ class TrainSettings:
     cpus_per_worker: int = 1
     """Ray CPU reservation per worker; also torch's intra-op thread count there."""
 
+    startup_timeout_s: float = 1800.0
+    """Seconds from the run's start to its first step before the watchdog stops it
+    (worker start, process group, op build, model and data load all count)."""
+
+    stall_timeout_s: float = 1800.0
+    """Seconds without a step or phase change, once training runs, before the watchdog
+    stops it; above the longest checkpoint save (8B ZeRO-3 to shared storage: minutes)."""
+
     deepspeed_overrides: dict[str, Any] = field(default_factory=dict)
     """Merged last into the DeepSpeed config (e.g. ZeRO offload); keys as in DS docs."""
 
@@ -100,6 +108,8 @@ class TrainSettings:
             )
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if not (self.startup_timeout_s > 0 and self.stall_timeout_s > 0):
+            raise ValueError("startup_timeout_s and stall_timeout_s must be > 0")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, "
