@@ -47,7 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     module, function = SUBCOMMANDS[name][0].split(":")
-    return getattr(importlib.import_module(module), function)(rest)
+    try:
+        return getattr(importlib.import_module(module), function)(rest)
+    except KeyboardInterrupt:
+        # Every stage publishes only complete results (atomic writes, rows per trial), so
+        # an interrupt loses only the work in flight; the command itself resumes.
+        print(
+            f"\nraydaa {name}: interrupted; finished results are kept. Run the same command "
+            "again to continue (`raydaa search ... --resume` for a sweep).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
 
 
 if __name__ == "__main__":

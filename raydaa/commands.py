@@ -288,8 +288,17 @@ def search_main(argv: list[str] | None = None) -> int:
             max_concurrent_trials=args.max_concurrent_trials,
         )
     )
-    print("\nsweep done:")
+    interrupted = where.pop("interrupted")
+    print("\nsweep interrupted:" if interrupted else "\nsweep done:")
     for key, value in where.items():
         if value is not None:
             print(f"  {key:<16} {value}")
+    if interrupted:
+        again = " ".join(a for a in (argv if argv is not None else sys.argv[2:]) if a != "--resume")
+        print(
+            "finished trials keep their rows; continue with:\n"
+            f"  raydaa search {again} --resume",
+            flush=True,
+        )
+        return 130
     return 0

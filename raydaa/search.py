@@ -302,9 +302,11 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         ],
     )
     path = f"{storage_path.rstrip('/')}/{name}"
-    if settings.resume:
-        if not tune.Tuner.can_restore(path):
-            raise FileNotFoundError(f"no sweep to resume at {path}")
+    resume = settings.resume and tune.Tuner.can_restore(path)
+    if settings.resume and not resume:
+        # interrupted before its first trial (stage 1, the reference cache): start it now
+        print(f"no sweep saved at {path} yet: starting it", flush=True)
+    if resume:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -346,8 +348,14 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
-    tuner.fit()
+    grid = tuner.fit()
+    expected = space.size if settings.mode == "grid" else (
+        settings.num_trials or max(1, space.size // 2))
+    # Tune returns normally after a Ctrl-C; every trial that ended reported a status
+    ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("status"))
     return {
+        "interrupted": ended < expected,
+        "trials_ended": f"{ended} of {expected}",
         "scenario": scenario.name,
         "method": settings.method,
         "results_store": store_root(results, scenario.name),

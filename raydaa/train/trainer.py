@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,15 @@ from raydaa.train import phases
 from raydaa.train.loop import train_loop_per_worker
 from raydaa.train.progress import ProgressPrinter
 from raydaa.train.settings import TrainSettings
-from raydaa.train.watchdog import Limits, WatchdogCallback, WatchdogTimeout, WatchedTorchConfig, verdict_of
+from raydaa.train.watchdog import (
+    ABORT_GRACE_S,
+    Limits,
+    WatchdogCallback,
+    WatchdogTimeout,
+    WatchedTorchConfig,
+    request_abort,
+    verdict_of,
+)
 
 
 def build_trainer(
@@ -100,16 +109,36 @@ def run_training(
     token = f"run-{uuid.uuid4().hex[:16]}"
     trainer = build_trainer(settings, watch_token=token, **kwargs)
     printer = ProgressPrinter(token, progress) if progress else None
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - handed to the calling thread
+            outcome["error"] = err
+
+    # fit() runs off the calling thread, so Ray installs no Ctrl-C handler of its own
+    # (one that outlives the run and exits 0); a Ctrl-C here asks the run's controller to
+    # abort through the same channel as the watchdog, and waits until it has.
+    thread = threading.Thread(target=fit, name="raydaa-fit", daemon=True)
     try:
         if printer:
             printer.__enter__()
-        return trainer.fit()
-    except Exception as err:
-        verdict = verdict_of(token)
-        if verdict:
-            raise WatchdogTimeout(verdict) from err
-        raise
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            request_abort(token)
+            thread.join(timeout=ABORT_GRACE_S + 20)
+            raise
     finally:
         if printer:
             printer.__exit__(None, None, None)
+        verdict = verdict_of(token)
         phases.clear(token)
+    if "error" in outcome:
+        if verdict:
+            raise WatchdogTimeout(verdict) from outcome["error"]
+        raise outcome["error"]
+    return outcome["result"]

@@ -116,6 +116,14 @@ class RunWatch:
         return "; ".join(parts)
 
 
+ABORT = "abort"
+
+
+def request_abort(token: str) -> None:
+    """Ask the run's controller to abort it (the driver's Ctrl-C)."""
+    phases.put(token, ABORT, {"at": time.time()})
+
+
 def verdict_of(token: str) -> str | None:
     record = phases.read(token).get(VERDICT)
     return record.get("message") if record else None
@@ -154,24 +162,33 @@ class WatchdogCallback(_ray_callbacks()):
         watch = RunWatch(self.limits, self.who, started=time.monotonic())
         while not self._stop.wait(1.0):
             try:
-                verdict = watch.observe(phases.read(self.token), time.monotonic())
+                records = phases.read(self.token)
+                verdict = watch.observe(records, time.monotonic())
             except Exception:  # noqa: BLE001 - the GCS briefly unreachable: look again
                 continue
+            if ABORT in records:  # the driver was interrupted: no verdict, just stop
+                self._abort(controller)
+                return
             if verdict is None:
                 continue
-            if not watch.stepped and not any(w in phases.read(self.token) for w in self.who):
+            if not watch.stepped and not any(w in records for w in self.who):
                 free = {k: round(v, 2) for k, v in ray.available_resources().items()
                         if k in ("CPU", "GPU", "memory")}
                 verdict += (f"; each of {len(self.who)} workers asks for {self.resources}, "
                             f"the cluster has {free} free")
             phases.put(self.token, VERDICT, {"message": verdict, "at": time.time()})
-            controller.abort.remote()
-            # The controller starts a worker group synchronously (up to a minute per try,
-            # retried forever while resources are missing) and only then hears the abort;
-            # past a grace period it is killed, and Ray reaps what it owned.
-            if not self._stop.wait(ABORT_GRACE_S):
-                ray.kill(controller, no_restart=True)
+            self._abort(controller)
             return
+
+    def _abort(self, controller) -> None:
+        import ray
+
+        controller.abort.remote()
+        # The controller starts a worker group synchronously (up to a minute per try,
+        # retried forever while resources are missing) and only then hears the abort;
+        # past a grace period it is killed, and Ray reaps what it owned.
+        if not self._stop.wait(ABORT_GRACE_S):
+            ray.kill(controller, no_restart=True)
 
     def after_controller_finish(self, result) -> None:
         if self._stop is not None:
