@@ -11,7 +11,7 @@ observed max |diff| 4.8e-7 on losses ~4 (1.2e-7 relative) over six steps, both f
 from a checkpoint was observed bit-exact; its tolerance is rtol=1e-6, atol=1e-7.
 
 The first test run on a fresh machine also JIT-builds DeepSpeed's CPU shared-memory
-comm op (~1 min, cached under ~/.cache/torch_extensions).
+comm op (~1 min, once per environment: raydaa/train/ops.py).
 """
 
 from __future__ import annotations

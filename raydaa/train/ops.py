@@ -114,9 +114,8 @@ def clear_stale_locks(directory: Path, names: list[str], *, say: Callable[[str],
 
 
 def _builders() -> list:
-    from deepspeed.accelerator import get_accelerator
-
     import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
 
     found = []
     for cls_name in CPU_OP_BUILDERS:
