@@ -85,3 +85,57 @@ def test_a_nan_kl_never_wins_the_tie_break():
     assert best_row([finite, row("t0", 0.7, math.nan)])["trial_id"] == "t0"
     # equal quality and KL: the smaller trial id, deterministically
     assert best_row([row("b", 0.6, 0.8), row("a", 0.6, 0.8)])["trial_id"] == "a"
+
+
+@pytest.fixture(scope="module")
+def tiny_sft(tmp_path_factory):
+    """tiny's base model and an SFT model of it (200 steps of plain PyTorch on tiny's SFT
+    data with SFTObjective: stage 1's loss, without Ray; enough to beat random init)."""
+    from raydaa.data import SFTCollator
+    from raydaa.objectives import SFTObjective
+    from raydaa.scenario import load_scenario
+    from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
+    from raydaa.stages import prepare
+
+    scenario = load_scenario("tiny")
+    scenario.generation.num_prompts = scenario.judge.num_prompts = 64
+    tokenizer = build_tiny_tokenizer()
+    root = tmp_path_factory.mktemp("tiny_models")
+    base = build_tiny_model(seed=scenario.seed)
+    base.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+
+    model = build_tiny_model(seed=scenario.seed)
+    rows = prepare(scenario, "sft", tokenizer).dataset.to_list()
+    collate, objective = SFTCollator(tokenizer.pad_token_id), SFTObjective()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(200):
+        batch = collate([rows[i] for i in torch.randint(len(rows), (32,), generator=generator)])
+        loss, _ = objective(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(root / "sft")
+    tokenizer.save_pretrained(root / "sft")
+    return scenario, str(root / "base"), str(root / "sft")
+
+
+@pytest.mark.slow
+def test_the_yardstick_ranks_an_untrained_model_below_its_sft_reference(tiny_sft):
+    """The trial evaluation, end to end: the untrained base model judged against the SFT
+    reference's samples loses by far and is far from it; the SFT policy against itself
+    scores 0.5 with KL 0. Fails if the judge's answers are swapped (quality 1 - q) or
+    the KL is computed with policy and reference exchanged (k1 turns negative)."""
+    from raydaa.evaluate.policy import evaluate_policy
+
+    scenario, base, sft = tiny_sft
+    far = evaluate_policy(base, sft, scenario)
+    assert far["quality_high"] < 0.3, far  # loses on (almost) every prompt
+    assert far["kl_low"] > 1.0 and far["kl_k3"] > 1.0, far  # clearly away from π_ref
+    same = evaluate_policy(sft, sft, scenario)
+    assert same["quality"] == pytest.approx(0.5, abs=0.05), same
+    assert abs(same["kl"]) < 1e-6 and abs(same["kl_k3"]) < 1e-6, same
