@@ -91,11 +91,22 @@ def write_row(results: str | Path, scenario: str, row: dict[str, Any]) -> str:
     table = pa.table({f.name: [_clean(row.get(f.name), f)] for f in SCHEMA}, schema=SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    final = storage.join(
-        store_root(results, scenario), str(row["method"]), f"{row['trial_id']}.parquet"
-    )
+    final = row_path(results, scenario, str(row["method"]), str(row["trial_id"]))
     storage.write_bytes(final, buffer.getvalue())
     return final
+
+
+def row_path(results: str | Path, scenario: str, method: str, trial_id: str) -> str:
+    return storage.join(store_root(results, scenario), str(method), f"{trial_id}.parquet")
+
+
+def read_row(results: str | Path, scenario: str, method: str, trial_id: str) -> dict | None:
+    """One trial's row, or None if it has none yet."""
+    path = row_path(results, scenario, method, trial_id)
+    if not storage.exists(path):
+        return None
+    fs, local = storage.filesystem(path)
+    return pq.read_table(local, filesystem=fs, schema=SCHEMA).to_pylist()[0]
 
 
 def read_store(results: str | Path, scenario: str, method: str | None = None) -> pa.Table:

@@ -26,7 +26,7 @@ from ray import tune
 
 from raydaa import storage
 from raydaa.report.callback import ReportRefreshCallback
-from raydaa.results_store import store_root, write_row
+from raydaa.results_store import read_row, store_root, write_row
 from raydaa.search_space import CONFIG_KEYS
 from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
 from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
@@ -37,7 +37,14 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
     configuration: a failed or diverged run is reported with its reason."""
     from raydaa.stages import run_alignment
 
-    name = trial_name(config, tune.get_context().get_trial_id())
+    trial_id = tune.get_context().get_trial_id()
+    name = trial_name(config, trial_id)
+    done = read_row(results, scenario.name, str(config["method"]), trial_id)
+    if done is not None and done["status"] in ("finished", "diverged"):
+        # Its row was written, but the sweep was killed before Tune saved that it ended:
+        # --resume starts it again. Report the stored row instead of training anew.
+        tune.report({k: v for k, v in done.items() if k in STORED_RESULT_KEYS} | {REUSED: True})
+        return
     tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
     align = AlignConfig(**{k: config[k] for k in CONFIG_KEYS if config.get(k) is not None})
     start = time.perf_counter()
@@ -76,6 +83,15 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
         1, scenario.resources.num_workers
     )
     tune.report(metrics)
+
+
+REUSED = "reused_row"
+"""Set on a result that re-reports a trial's stored row (a rerun after a killed sweep)."""
+STORED_RESULT_KEYS = (
+    "status", "error", "final_loss", "reward_accuracy", "diverged_step", "tokens_seen",
+    "checkpoint_path", "node_id", "hostname", "reference_path", "reference_cache", "quality",
+    "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3", "device_seconds",
+)
 
 
 def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
@@ -163,6 +179,8 @@ class ResultsStoreCallback(tune.Callback):
         record_trial(tags | {"trial": trial_name(trial.config, trial.trial_id)}, row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if (trial.last_result or {}).get(REUSED):
+            return  # its row is in the store already, as it was written
         self._write(trial, self._row(trial, trial.last_result or {}))
 
     def on_trial_error(self, iteration, trials, trial, **info):

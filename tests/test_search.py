@@ -126,10 +126,51 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(spaces, tmp_path
     proc.wait()
     before = read_store(tmp_path, "tiny", "dpo").to_pylist()
     assert 2 <= len(before) < 4
+    store = tmp_path / "tiny" / "store" / "dpo"
+    written = {r["trial_id"]: (store / f"{r['trial_id']}.parquet").stat().st_mtime_ns
+               for r in before}
     out = raydaa(spaces, "search", "--method", "dpo", "--resume", "--results", str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     after = read_store(tmp_path, "tiny", "dpo")
     assert configs(after) == sorted((b, lr) for b in BETAS for lr in LRS)
     kept = {r["trial_id"]: r for r in after.to_pylist()}
-    for row in before:  # finished before the kill: same row, not a second run
-        assert kept[row["trial_id"]]["checkpoint_path"] == row["checkpoint_path"]
+    for row in before:  # finished before the kill: not run again, so its row is not rewritten
+        # (a rerun keeps the trial id and checkpoint path but measures its own
+        # device_seconds and writes the row file anew)
+        assert kept[row["trial_id"]] == row
+        assert (store / f"{row['trial_id']}.parquet").stat().st_mtime_ns == written[row["trial_id"]]
+
+
+def test_multi_objective_optuna_study_keeps_exactly_the_pareto_front(spaces, tmp_path, results):
+    """`--multi-objective`: the stored study has two directions (quality max, KL min), and
+    its best_trials are exactly the non-dominated finished rows of the sweep's store."""
+    shutil.copytree(
+        results / "tiny", tmp_path / "tiny", ignore=shutil.ignore_patterns("store", "tune", "runs")
+    )
+    out = raydaa(
+        spaces, "search", "--method", "dpo", "--mode", "optuna", "--multi-objective",
+        "--num-trials", "3", "--seed", "2", "--results", str(tmp_path),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="tiny-dpo-two_stage", storage=f"sqlite:///{tmp_path / 'tiny' / 'optuna.db'}"
+    )
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    ]
+    rows = [r for r in read_store(tmp_path, "tiny", "dpo").to_pylist() if r["status"] == "finished"]
+    assert rows, "no finished trial to build a front from"
+
+    def dominated(a, others):
+        return any(
+            o["quality"] >= a["quality"] and o["kl"] <= a["kl"]
+            and (o["quality"] > a["quality"] or o["kl"] < a["kl"])
+            for o in others
+        )
+
+    front = sorted((r["beta"], r["lr"]) for r in rows if not dominated(r, rows))
+    best = sorted((t.params["beta"], t.params["lr"]) for t in study.best_trials)
+    assert best == front
+    for trial in study.best_trials:  # the study's values are the rows' quality and KL
+        matches = [r for r in rows if (r["beta"], r["lr"]) == (trial.params["beta"], trial.params["lr"])]
+        assert any(trial.values == pytest.approx([m["quality"], m["kl"]], abs=1e-12) for m in matches)
