@@ -145,7 +145,7 @@ def compute_reference_logps(
     ]
     refs = list(pending)
     limits = limits or Limits(1800.0, 1800.0)
-    watch = RunWatch(limits, who, started=time.monotonic(), progress_phases=(phases.TRAINING,))
+    watch = RunWatch(limits, who, started=time.monotonic())
     say(f"reference cache: scoring {len(rows)} pairs in {num_workers} Ray tasks ...")
     last_line, start = 0.0, time.monotonic()
     try:

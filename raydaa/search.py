@@ -43,7 +43,7 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
     if done is not None and done["status"] in ("finished", "diverged"):
         # Its row was written, but the sweep was killed before Tune saved that it ended:
         # --resume starts it again. Report the stored row instead of training anew.
-        tune.report({k: v for k, v in done.items() if k in STORED_RESULT_KEYS} | {REUSED: True})
+        tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
         return
     tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
     align = AlignConfig(**{k: config[k] for k in CONFIG_KEYS if config.get(k) is not None})
@@ -87,11 +87,12 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
 
 REUSED = "reused_row"
 """Set on a result that re-reports a trial's stored row (a rerun after a killed sweep)."""
-STORED_RESULT_KEYS = (
-    "status", "error", "final_loss", "reward_accuracy", "diverged_step", "tokens_seen",
-    "checkpoint_path", "node_id", "hostname", "reference_path", "reference_cache", "quality",
-    "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3", "device_seconds",
+RESULT_KEYS = (
+    "quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3",
+    "final_loss", "reward_accuracy", "tokens_seen", "device_seconds", "checkpoint_path",
+    "diverged_step", "node_id", "hostname", "reference_path", "reference_cache",
 )
+"""What a trial reports and its store row keeps, besides its config, status and error."""
 
 
 def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
@@ -139,28 +140,7 @@ class ResultsStoreCallback(tune.Callback):
     ) -> dict:
         config = trial.config
         row = {k: config.get(k) for k in CONFIG_KEYS}
-        row |= {
-            k: result.get(k)
-            for k in (
-                "quality",
-                "quality_low",
-                "quality_high",
-                "kl",
-                "kl_low",
-                "kl_high",
-                "kl_k3",
-                "final_loss",
-                "reward_accuracy",
-                "tokens_seen",
-                "device_seconds",
-                "checkpoint_path",
-                "diverged_step",
-                "node_id",
-                "hostname",
-                "reference_path",
-                "reference_cache",
-            )
-        }
+        row |= {k: result.get(k) for k in RESULT_KEYS}
         if row.get("diverged_step") == -1:
             row["diverged_step"] = None
         row["epochs"] = row["epochs"] or self.scenario.align.epochs

@@ -48,10 +48,8 @@ class Limits:
 class RunWatch:
     """Watches the records of `who` (e.g. rank0, rank1) of one run."""
 
-    def __init__(self, limits: Limits, who: Sequence[str], *, started: float,
-                 progress_phases: Sequence[str] = (phases.TRAINING, phases.CHECKPOINT)) -> None:
+    def __init__(self, limits: Limits, who: Sequence[str], *, started: float) -> None:
         self.limits, self.who, self.started = limits, list(who), started
-        self.progress_phases = tuple(progress_phases)
         self._seen: dict[str, tuple] = {}
         self._changed: dict[str, float] = {}
         self._beat: dict[str, tuple[float, float]] = {}  # who -> (beat_at, when seen)
