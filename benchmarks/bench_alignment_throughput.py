@@ -7,7 +7,7 @@ thread count). It measures, in this order:
 1. stage 1: `run_sft` (reused when `--results` already holds the tiny reference);
 2. reference forward passes of a 24-trial sweep (6 β × 4 lr of DPO): `prepare_alignment`
    is called once per trial config against a fresh results directory that holds only the
-   reference record, and every call of `raydaa.refcache.compute_reference_logps` (the
+   reference record, and every call of `raydaa.train.refcache.compute_reference_logps` (the
    function that runs the reference model over the data) is counted;
 3. raydaa's alignment worker (Ray Train V2 TorchTrainer, DeepSpeed ZeRO-2 on the CPU
    accelerator, 1 worker) for `--steps` optimizer steps of DPO, via `run_alignment`;
@@ -136,11 +136,11 @@ def steady_state(step_end: list[float], tokens: list[int], windows: list[float],
 
 
 class RefScoringCounter:
-    """Wraps `raydaa.refcache.compute_reference_logps` (the one place where raydaa runs
+    """Wraps `raydaa.train.refcache.compute_reference_logps` (the one place where raydaa runs
     the reference model over preference data) and counts calls and rows scored."""
 
     def __init__(self) -> None:
-        import raydaa.refcache as refcache
+        import raydaa.train.refcache as refcache
 
         self.calls = 0
         self.rows = 0
@@ -164,7 +164,7 @@ class RefScoringCounter:
 def sweep_reference_passes(scenario, results: Path, counter: RefScoringCounter) -> dict[str, Any]:
     """Call `prepare_alignment` once per trial config of a 24-trial DPO sweep, against a
     fresh results dir holding only the reference record, and count reference scoring."""
-    from raydaa.stages import prepare_alignment, scenario_dir
+    from raydaa.train.stages import prepare_alignment, scenario_dir
 
     sweep_root = Path(tempfile.mkdtemp(prefix="sweep-count-", dir=results))
     try:
@@ -209,7 +209,7 @@ def timed_objective_class():
     and the worker process's CPU time the same way as `bench/cpu`. Differences between
     steps give the full cycle time inside the worker, reports included. Defined here
     (pickled by value into the Ray worker); nothing else changes."""
-    from raydaa.objectives import PreferenceObjective
+    from raydaa.train.objectives import PreferenceObjective
 
     @dataclass
     class TimedPreferenceObjective(PreferenceObjective):
@@ -222,13 +222,15 @@ def timed_objective_class():
 
 
 def run_raydaa(scenario, shared, results: Path, args) -> dict[str, Any]:
-    import raydaa.stages as stages
-    from raydaa.stages import AlignConfig, run_alignment
+    import raydaa.train.stages as stages
+    from raydaa.config.search_space import AlignConfig
+    from raydaa.losses import LossConfig
+    from raydaa.train.stages import run_alignment
 
     original = stages.PreferenceObjective
     stages.PreferenceObjective = timed_objective_class()  # run_alignment looks it up by name
     try:
-        config = AlignConfig("dpo", beta=args.beta, lr=args.lr, normalization="sum")
+        config = AlignConfig(LossConfig("dpo", args.beta, normalization="sum"), lr=args.lr)
         result = run_alignment(scenario, config, shared, results=results,
                                name=f"bench-dpo-{time.strftime('%Y%m%d-%H%M%S')}",
                                total_steps=args.steps, log_every=1, cpus_per_worker=args.threads)
@@ -692,9 +694,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from raydaa.scenario import load_scenario
+    from raydaa.config.scenario import load_scenario
     from raydaa.scenarios import tiny_datasets
-    from raydaa.stages import prepare_alignment, run_sft
+    from raydaa.train.stages import prepare_alignment, run_sft
 
     temp = None
     if args.results is None:

@@ -46,7 +46,7 @@ def make_spaces(
 ) -> Path:
     """A copy of search_spaces/ whose `tiny` scenario is shrunken and whose `method` space
     on tiny is betas × lrs. Returns the copy's root (for $RAYDAA_SEARCH_SPACES)."""
-    from raydaa.scenario import search_spaces_dir
+    from raydaa.config.scenario import search_spaces_dir
 
     root = dst / "search_spaces"
     shutil.rmtree(root, ignore_errors=True)
@@ -262,9 +262,9 @@ PREPARE = """
 import json, sys, time
 from raydaa.evaluate.generation import render_prompts
 from raydaa.evaluate.policy import baseline_answers, validation_rows
-from raydaa.losses import get_spec
-from raydaa.scenario import load_scenario
-from raydaa.stages import load_tokenizer, prepare_alignment, reference_record
+from raydaa.core.losses import get_spec
+from raydaa.config.scenario import load_scenario
+from raydaa.train.stages import load_tokenizer, prepare_alignment, reference_record
 start = time.perf_counter()
 scenario = load_scenario("tiny")
 # First the reference policy's own samples on the evaluation prompts (the judge's baseline
@@ -310,7 +310,7 @@ def store_rows(results: Path, method: str) -> list[dict[str, Any]]:
     """The results-store rows of a sweep: in Tune's trial order where the trial ids end in
     a counter (grid: `<experiment>_00003`), else in the order the rows were written
     (Optuna's trial ids are random hex)."""
-    from raydaa.results_store import read_store, store_dir
+    from raydaa.io.results_store import read_store, store_dir
 
     rows = read_store(results, "tiny", method).to_pylist()
     directory = store_dir(results, "tiny") / method

@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RAYDAA_SEARCH_SPACES"] = str(spaces)  # this process reads the same space
     print(f"work dir {work}; logs in {logs}", flush=True)
 
-    from raydaa.scenario import load_scenario
-    from raydaa.search_space import load_method_space
+    from raydaa.config.scenario import load_scenario
+    from raydaa.config.search_space import load_method_space
 
     scenario = load_scenario("tiny")
     space = load_method_space(METHOD, scenario)

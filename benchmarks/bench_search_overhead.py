@@ -14,7 +14,7 @@ equivalent in one Python process, no Ray, no DeepSpeed. For each grid point: loa
 reference with transformers, train it with plain torch AdamW (the scenario's betas, lr,
 linear warmup then linear decay, grad clip), over the same batches (raydaa's BatchPlan
 order and PreferenceCollator, same global and micro batch, same number of steps), with the
-same loss (`raydaa.objectives.PreferenceObjective` reading the same reference log-prob
+same loss (`raydaa.train.objectives.PreferenceObjective` reading the same reference log-prob
 cache), `save_pretrained`, then the same `evaluate_policy`. Trials run one after another.
 
 What both sides share and neither pays for inside the measured runs (done once first):
@@ -68,13 +68,14 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
+    from raydaa.config.scenario import load_scenario
+    from raydaa.config.search_space import load_method_space
     from raydaa.data import PreferenceCollator
     from raydaa.evaluate.policy import evaluate_policy
-    from raydaa.objectives import PreferenceObjective
-    from raydaa.scenario import load_scenario
-    from raydaa.search_space import load_method_space
-    from raydaa.stages import prepare_alignment, pretrained_model, train_settings
+    from raydaa.losses import LossConfig
+    from raydaa.train.objectives import PreferenceObjective
     from raydaa.train.sharding import BatchPlan
+    from raydaa.train.stages import prepare_alignment, pretrained_model, train_settings
 
     torch.set_num_threads(threads)
     scenario = load_scenario("tiny")
@@ -109,11 +110,7 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
         )
         schedule = LambdaLR(optimizer, factor)
         objective = PreferenceObjective(
-            method=config["method"],
-            beta=config["beta"],
-            lambda_=config["lambda_"],
-            sft_weight=config["sft_weight"],
-            normalization=config["normalization"],
+            LossConfig.from_mapping(config),
             reference_cache=shared["cache"],
             pad_token_id=shared["pad_token_id"],
         )

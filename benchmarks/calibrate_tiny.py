@@ -1,6 +1,6 @@
 """Calibrate the tiny scenario fast: a plain-PyTorch replica of raydaa's two stages.
 
-Same data preparation, objectives (raydaa.objectives), optimizer settings (AdamW, betas
+Same data preparation, objectives (raydaa.train.objectives), optimizer settings (AdamW, betas
 (0.9, 0.95), no weight decay, grad clip 2), lr schedule (raydaa.train lr_factor) and
 evaluation (raydaa.evaluate.policy.evaluate_policy) as `raydaa sft` / `raydaa align`, but
 in one process without Ray or DeepSpeed, so one alignment config costs ~15-50 s on a core.
@@ -24,13 +24,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import raydaa.scenarios.tiny as tiny_data
+from raydaa.config.scenario import load_scenario
 from raydaa.data import PreferenceCollator, SFTCollator
 from raydaa.evaluate.policy import evaluate_policy
-from raydaa.objectives import PreferenceObjective, SFTObjective
-from raydaa.refcache import ensure_reference_cache
-from raydaa.scenario import load_scenario
-from raydaa.stages import base_model, load_tokenizer, prepare, pretrained_model
+from raydaa.losses import LossConfig
 from raydaa.train.deepspeed_config import lr_factor
+from raydaa.train.objectives import PreferenceObjective, SFTObjective
+from raydaa.train.refcache import ensure_reference_cache
+from raydaa.train.stages import base_model, load_tokenizer, prepare, pretrained_model
 
 
 def train(model, objective, dataset, collate, *, lr, epochs, batch, seed=0):
@@ -101,9 +102,7 @@ def main() -> None:
         method, beta, lr, epochs, norm = spec.split(",")
         start = time.time()
         objective = PreferenceObjective(
-            method=method,
-            beta=float(beta),
-            normalization=norm,
+            LossConfig(method, float(beta), normalization=norm),
             reference_cache=cache,
             pad_token_id=tokenizer.pad_token_id,
         )

@@ -4,8 +4,8 @@ and ZeRO-3, bf16, sdpa and (when installed) flash_attention_2, on one GPU.
     python benchmarks/gpu_step.py [--out raydaa_results/gpu_step.json]   # one GPU, ~3-6 min
     python benchmarks/gpu_step.py --smoke                               # tiny, CPU, ~1 min
 
-The step is raydaa's: `raydaa.logprobs.concatenated_forward` (chosen + rejected as one
-batch) -> `raydaa.losses.preference_loss("dpo", ...)` -> engine.backward -> engine.step,
+The step is raydaa's: `raydaa.core.logprobs.concatenated_forward` (chosen + rejected as one
+batch) -> `raydaa.core.losses.preference_loss("dpo", ...)` -> engine.backward -> engine.step,
 with the reference log-probs computed once before training (as raydaa's reference cache
 does), so the timed step has no reference forward. The reference forward is timed apart.
 
@@ -175,8 +175,8 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     import deepspeed
     import torch
 
-    from raydaa.logprobs import concatenated_forward
-    from raydaa.losses import preference_loss
+    from raydaa.core.logprobs import concatenated_forward
+    from raydaa.core.losses import preference_loss
 
     shape = ModelShape(**cfg["shape"])
     use_cuda = cfg["device"] == "cuda"

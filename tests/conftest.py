@@ -32,7 +32,7 @@ def shrunken_search_spaces(
 
     import yaml
 
-    from raydaa.scenario import search_spaces_dir
+    from raydaa.config.scenario import search_spaces_dir
 
     root = Path(root)
     shutil.copytree(search_spaces_dir(), root)

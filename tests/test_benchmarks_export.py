@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from raydaa.config.scenario import JudgeConfig
 from raydaa.evaluate.benchmarks_export import (
     alpaca_eval_records,
     arena_hard_records,
@@ -15,7 +16,6 @@ from raydaa.evaluate.benchmarks_export import (
     run_alpaca_eval,
     write_export,
 )
-from raydaa.scenario import JudgeConfig
 
 ALPACA_ROWS = [
     {
@@ -148,9 +148,9 @@ def test_evaluating_on_benchmarks_exports_both_and_decodes_arena_hard_greedily(
     """A tiny policy judged by alpaca_eval (+ arena_hard), no alpaca_eval CLI: quality is
     NaN, both exports are written, Arena-Hard answers are the policy's greedy answers
     (greedy_benchmarks), and KL is measured as usual (policy = reference -> 0)."""
+    from raydaa.config.scenario import load_scenario
     from raydaa.evaluate.generation import SamplingConfig, render_prompts, sample
     from raydaa.evaluate.policy import evaluate_policy
-    from raydaa.scenario import load_scenario
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
 
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -183,8 +183,8 @@ def test_evaluating_on_benchmarks_exports_both_and_decodes_arena_hard_greedily(
 
 
 def test_a_missing_prompts_file_fails_before_sampling(tmp_path):
+    from raydaa.config.scenario import load_scenario
     from raydaa.evaluate.policy import evaluate_policy
-    from raydaa.scenario import load_scenario
 
     scenario = load_scenario("tiny")
     scenario.judge = JudgeConfig(type="alpaca_eval", baseline="benchmark")

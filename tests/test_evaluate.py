@@ -75,10 +75,10 @@ def test_sampling_is_seeded_and_logps_match_the_model():
 def test_evaluation_leaves_the_reference_fingerprint_unchanged(tmp_path):
     """Baseline samples are cached beside the reference checkpoint, not inside it: the
     reference log-prob cache fingerprints every file in it and would be recomputed."""
+    from raydaa.config.scenario import load_scenario
     from raydaa.evaluate.policy import evaluate_policy
-    from raydaa.refcache import checkpoint_fingerprint
-    from raydaa.scenario import load_scenario
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
+    from raydaa.train.refcache import checkpoint_fingerprint
 
     scenario = load_scenario("tiny")
     scenario.generation.num_prompts = scenario.judge.num_prompts = 8
@@ -103,9 +103,9 @@ def test_gpu_scenarios_evaluate_in_a_one_gpu_task_outside_the_trial_group(tmp_pa
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from raydaa.scenario import load_scenario
+    from raydaa.config.scenario import load_scenario
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
-    from raydaa.search import evaluate_trial
+    from raydaa.sweep.search import evaluate_trial
 
     scenario = load_scenario("tiny")
     scenario.generation.num_prompts = scenario.judge.num_prompts = 8

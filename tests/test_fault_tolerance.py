@@ -26,12 +26,13 @@ import psutil
 import pytest
 import torch
 
-from raydaa.scenario import load_scenario
-from raydaa.stages import AlignConfig, prepare_alignment, run_alignment, run_sft, scenario_dir
+from raydaa.config.scenario import load_scenario
+from raydaa.config.search_space import AlignConfig
+from raydaa.train.stages import prepare_alignment, run_alignment, run_sft, scenario_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
-CONFIG = AlignConfig("dpo", beta=0.1, lr=1e-4)
+CONFIG = AlignConfig.from_config({"method": "dpo", "beta": 0.1, "lr": 1e-4})
 STEPS = 6
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-7}
 

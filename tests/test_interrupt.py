@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import shrunken_search_spaces
 
-from raydaa.results_store import read_store
+from raydaa.io.results_store import read_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 

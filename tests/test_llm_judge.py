@@ -3,6 +3,7 @@
 import pytest
 from judge_server import JudgeServer
 
+from raydaa.config.scenario import ConfigError, JudgeConfig, load_scenario, search_spaces_dir
 from raydaa.evaluate.judge_prompts import TLDR_SIDE_BY_SIDE
 from raydaa.evaluate.judges import build_judge
 from raydaa.evaluate.llm_judge import (
@@ -13,7 +14,6 @@ from raydaa.evaluate.llm_judge import (
     combine_orders,
     parse_verdict,
 )
-from raydaa.scenario import ConfigError, JudgeConfig, load_scenario, search_spaces_dir
 
 POST = "SUBREDDIT: r/test\nPOST: my cat ate my homework again\nTL;DR:"
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from raydaa.logprobs import IGNORE_INDEX, concatenated_forward, sequence_logps
-from raydaa.theory import build_tiny_llama
+from raydaa.core.logprobs import IGNORE_INDEX, concatenated_forward, sequence_logps
+from raydaa.study.theory import build_tiny_llama
 
 
 def loop_logps(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:

@@ -27,11 +27,11 @@ import ray
 from conftest import shrunken_search_spaces
 from s3_server import free_port, s3_server
 
-from raydaa import storage
-from raydaa.results_store import read_store
-from raydaa.scenario import load_scenario
-from raydaa.stages import reference_record, run_sft
-from raydaa.telemetry import trial_name
+from raydaa.config.scenario import load_scenario
+from raydaa.io import storage
+from raydaa.io.results_store import read_store
+from raydaa.sweep.telemetry import trial_name
+from raydaa.train.stages import reference_record, run_sft
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
@@ -43,7 +43,7 @@ PAIRS = 768
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """S3 server, a shrunken tiny scenario, and the Ray settings every node inherits."""
-    from raydaa.stages import resolve_source
+    from raydaa.train.stages import resolve_source
 
     pairs = tmp_path_factory.mktemp("data") / "pairs.jsonl"
     resolve_source("tiny:pref_train", "train").select(range(PAIRS)).to_json(str(pairs))
@@ -131,7 +131,7 @@ def remove_worker_2_while_it_trains(cluster, seen: dict) -> None:
 
 @pytest.fixture(scope="module")
 def sweep(cluster):
-    from raydaa.search import SearchSettings, run_search
+    from raydaa.sweep.search import SearchSettings, run_search
 
     run_sft(load_scenario("tiny"), results=ROOT, base_init=True)  # reference: the base model
     seen = {"train_nodes": set(), "metrics": "", "removed": None}

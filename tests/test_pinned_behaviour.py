@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
+from raydaa.core.losses import METHODS, LossConfig, get_spec, uses_length_normalization
 from raydaa.data import data_check_main
-from raydaa.losses import METHODS, get_spec, uses_length_normalization
 from raydaa.report.select import best_row
 
 
@@ -32,7 +32,7 @@ def test_mean_normalization_reaches_the_objective_on_a_real_model():
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from raydaa.data import IGNORE_INDEX, PreferenceCollator
-    from raydaa.objectives import PreferenceObjective
+    from raydaa.train.objectives import PreferenceObjective
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -45,8 +45,8 @@ def test_mean_normalization_reaches_the_objective_on_a_real_model():
     ]
     batch = PreferenceCollator(pad_token_id=0)(rows)
     with torch.no_grad():
-        _, summed = PreferenceObjective("simpo", beta=2.0, normalization="sum")(model, batch)
-        _, mean = PreferenceObjective("simpo", beta=2.0, normalization="mean")(model, batch)
+        _, summed = PreferenceObjective(LossConfig("simpo", 2.0, normalization="sum"))(model, batch)
+        _, mean = PreferenceObjective(LossConfig("simpo", 2.0, normalization="mean"))(model, batch)
     assert mean["logps/chosen"] == pytest.approx(summed["logps/chosen"] / 2, rel=1e-6)
     assert mean["logps/rejected"] == pytest.approx(summed["logps/rejected"] / 4, rel=1e-6)
 
@@ -91,11 +91,11 @@ def test_a_nan_kl_never_wins_the_tie_break():
 def tiny_sft(tmp_path_factory):
     """tiny's base model and an SFT model of it (200 steps of plain PyTorch on tiny's SFT
     data with SFTObjective: stage 1's loss, without Ray; enough to beat random init)."""
+    from raydaa.config.scenario import load_scenario
     from raydaa.data import SFTCollator
-    from raydaa.objectives import SFTObjective
-    from raydaa.scenario import load_scenario
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
-    from raydaa.stages import prepare
+    from raydaa.train.objectives import SFTObjective
+    from raydaa.train.stages import prepare
 
     scenario = load_scenario("tiny")
     scenario.generation.num_prompts = scenario.judge.num_prompts = 64

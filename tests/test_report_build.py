@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 from s3_server import s3_server
 
-from raydaa import storage
+from raydaa.io import storage
+from raydaa.io.results_store import write_row
 from raydaa.report.build import build_report, main
 from raydaa.report.files import write_atomic
-from raydaa.results_store import write_row
 
 NAN = math.nan
 FIGURES = ("pareto_methods", "pareto_kinds", "beta_sensitivity")

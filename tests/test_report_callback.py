@@ -10,10 +10,10 @@ import pytest
 import ray
 from ray import tune
 
-from raydaa.report.callback import ReportRefreshCallback
-from raydaa.results_store import write_row
-from raydaa.scenario import load_scenario
-from raydaa.search import ResultsStoreCallback
+from raydaa.config.scenario import load_scenario
+from raydaa.io.results_store import write_row
+from raydaa.sweep.report_refresh import ReportRefreshCallback
+from raydaa.sweep.search import ResultsStoreCallback
 
 
 def summary_total(report_dir: Path) -> int:
@@ -70,7 +70,7 @@ def test_a_failing_rebuild_is_logged_and_never_raised(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the report directory should go")
     callback = ReportRefreshCallback(tmp_path, "tiny", min_interval_s=0, out=blocker)
-    with caplog.at_level(logging.ERROR, logger="raydaa.report.callback"):
+    with caplog.at_level(logging.ERROR, logger="raydaa.sweep.report_refresh"):
         callback.on_trial_complete(iteration=1, trials=[], trial=None)
         callback.on_experiment_end(trials=[])
     assert (callback.builds, callback.errors) == (0, 2)

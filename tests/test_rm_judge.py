@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from raydaa.config.scenario import JudgeConfig
 from raydaa.evaluate.judges import build_judge
 from raydaa.evaluate.rm_judge import RewardModelJudge
-from raydaa.scenario import JudgeConfig
 from raydaa.scenarios import build_tiny_tokenizer
 
 PROMPTS = ["sort 3 1 2", "reverse 1 2 3", "increment 1 9", "sort 5 4", "reverse 7 8"]

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from raydaa.search import check_reference_init
+from raydaa.sweep.search import check_reference_init
 
 
 def test_a_base_initialized_sweep_refuses_an_sft_reference():

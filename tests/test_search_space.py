@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydaa.losses import METHODS
-from raydaa.scenario import (
+from raydaa.config.scenario import (
     ConfigError,
     GenerationConfig,
     JudgeConfig,
@@ -25,7 +24,7 @@ from raydaa.scenario import (
     load_scenario,
     search_spaces_dir,
 )
-from raydaa.search_space import (
+from raydaa.config.search_space import (
     TWO_STAGE,
     MethodSpace,
     available_methods,
@@ -33,6 +32,7 @@ from raydaa.search_space import (
     load_all_spaces,
     load_method_space,
 )
+from raydaa.core.losses import METHODS
 
 PAPER_SCENARIOS = ("llama32-3b-tldr", "llama32-3b-uf", "llama31-8b-uf")
 SCENARIOS = ("tiny", *PAPER_SCENARIOS)

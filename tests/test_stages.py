@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from raydaa.logprobs import concatenated_forward
-from raydaa.losses import METHODS, get_spec
-from raydaa.refcache import ReferenceLogps, ensure_reference_cache
-from raydaa.scenario import load_scenario, search_spaces_dir
-from raydaa.stages import (
-    AlignConfig,
+from raydaa.config.scenario import load_scenario, search_spaces_dir
+from raydaa.config.search_space import AlignConfig
+from raydaa.core.logprobs import concatenated_forward
+from raydaa.core.losses import METHODS, get_spec
+from raydaa.train.refcache import ReferenceLogps, ensure_reference_cache
+from raydaa.train.stages import (
     load_tokenizer,
     prepare,
     prepare_alignment,
@@ -80,7 +80,7 @@ def test_cache_is_computed_once_per_reference_and_data(workspace):
     scenario, results, reference, shared = workspace
     tokenizer = load_tokenizer(scenario)
     prepared = prepare(scenario, "preference", tokenizer)
-    from raydaa import refcache
+    from raydaa.train import refcache
 
     calls = []
     original = refcache.compute_reference_logps
@@ -133,7 +133,7 @@ def test_one_alignment_run_of_every_method(workspace, method):
     beta = BETAS[method]
     result = run_alignment(
         scenario,
-        AlignConfig(method, beta, lr=1e-3),
+        AlignConfig.from_config({"method": method, "beta": beta, "lr": 1e-3}),
         shared,
         results=results,
         stop_after_steps=4,
@@ -157,7 +157,7 @@ def test_single_stage_orpo_with_sft_term(workspace):
     scenario, results, _, shared = workspace
     result = run_alignment(
         scenario,
-        AlignConfig("orpo", 1.0, 1e-3, lambda_=0.2, sft_weight=1.0),
+        AlignConfig.from_config({"method": "orpo", "beta": 1.0, "lr": 1e-3, "lambda_": 0.2, "sft_weight": 1.0}),
         shared,
         results=results,
         stop_after_steps=2,

@@ -12,8 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 from s3_server import s3_server
 
-from raydaa import storage
-from raydaa.results_store import read_store, store_root, write_row
+from raydaa.io import storage
+from raydaa.io.results_store import read_store, store_root, write_row
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`raydaa study`: each question's composition on a fake sweep runner (no Ray).
 
 The fake runner writes real results-store rows whose quality is a function of the
-configuration given by each test, and registers references the way raydaa.stages.run_sft
+configuration given by each test, and registers references the way raydaa.train.stages.run_sft
 does; the study code under test decides what to run, reads the store back and builds the
 tables. Expected values are computed by hand in each docstring. Search spaces are a test
 copy with small grids, so the tests do not follow the shipped tiny grids.
@@ -19,11 +19,11 @@ import uuid
 import pytest
 import yaml
 
-from raydaa import storage
-from raydaa.results_store import read_store, write_row
-from raydaa.scenario import load_scenario, search_spaces_dir
+from raydaa.cli.study import main as study_main
+from raydaa.config.scenario import load_scenario, search_spaces_dir
+from raydaa.io import storage
+from raydaa.io.results_store import read_store, write_row
 from raydaa.study import rq1, rq2, rq3, rq4
-from raydaa.study.cli import main as study_main
 from raydaa.study.runner import (
     BASE,
     MAIN,
@@ -148,7 +148,7 @@ def test_same_config_matches_floats_to_1e9_and_missing_values_together():
 
 
 def test_smoke_space_keeps_two_largest_betas_up_to_one_and_the_largest_lr(spaces):
-    from raydaa.search_space import load_method_space
+    from raydaa.config.search_space import load_method_space
 
     orpo = smoke_space(load_method_space("orpo", "tiny"))
     assert (orpo.betas, orpo.lrs) == ([0.5, 1.0], [1e-4])

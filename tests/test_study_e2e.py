@@ -16,8 +16,8 @@ import sys
 import pytest
 from conftest import shrunken_search_spaces
 
-from raydaa.results_store import read_store
-from raydaa.scenario import load_scenario
+from raydaa.config.scenario import load_scenario
+from raydaa.io.results_store import read_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
@@ -49,7 +49,7 @@ def study(spaces, results, *args):
 
 
 def test_rq3_smoke_then_rq2_reuses_its_trials(spaces, tmp_path):
-    from raydaa.stages import run_sft
+    from raydaa.train.stages import run_sft
 
     results = tmp_path / "results"
     run_sft(load_scenario("tiny"), results=results, base_init=True)

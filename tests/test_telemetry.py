@@ -1,6 +1,6 @@
 """Readable trial / run names: what the dashboard, Tune's table and trial dirs show."""
 
-from raydaa.telemetry import trial_name
+from raydaa.sweep.telemetry import trial_name
 
 
 def test_two_stage_names_carry_method_beta_and_lr():

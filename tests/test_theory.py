@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from raydaa.logprobs import concatenated_forward
-from raydaa.losses import preference_loss
-from raydaa.theory import (
+from raydaa.core.logprobs import concatenated_forward
+from raydaa.core.losses import preference_loss
+from raydaa.study.theory import (
     COMPARISONS,
     DEFAULT_BETAS,
     build_tiny_llama,

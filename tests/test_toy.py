@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from raydaa import toy
+from raydaa.study import toy
 
 
 def test_triplets_are_2000_ordered_split_80_20_and_seeded():

@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from raydaa.scenario import load_scenario
-    from raydaa.stages import load_tokenizer, pretrained_model
+    from raydaa.config.scenario import load_scenario
+    from raydaa.train.stages import load_tokenizer, pretrained_model
 
     scenario = load_scenario(args.scenario)
     if args.prompts:

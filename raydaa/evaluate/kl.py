@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raydaa.logprobs import IGNORE_INDEX, sequence_logps
+from raydaa.core.logprobs import IGNORE_INDEX, sequence_logps
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def completion_logps(
     batch_size: int = 64,
 ) -> torch.Tensor:
     """(N,) float64: log π(y|x) summed over completion tokens, right-padded batches."""
-    from raydaa.logprobs import position_ids_from_mask
+    from raydaa.core.logprobs import position_ids_from_mask
 
     out = []
     for start in range(0, len(prompt_ids), batch_size):

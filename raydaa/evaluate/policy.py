@@ -29,7 +29,7 @@ def on_eval_device(model):
 
 def validation_rows(scenario) -> list[dict]:
     """The first `generation.num_prompts` validation pairs."""
-    from raydaa.stages import resolve_source
+    from raydaa.train.stages import resolve_source
 
     rows = resolve_source(scenario.data.validation, scenario.data.validation_split)
     if isinstance(rows, str):
@@ -58,7 +58,7 @@ def sampling_config(scenario) -> SamplingConfig:
 
 def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> list[str]:
     """The reference policy's samples on the evaluation prompts, computed once and cached."""
-    from raydaa.stages import pretrained_model
+    from raydaa.train.stages import pretrained_model
 
     # Beside the checkpoint, not inside it: the reference cache fingerprints every file
     # of the checkpoint directory, so writing here would invalidate it.
@@ -79,7 +79,7 @@ def judged_rows(judge) -> list[dict]:
     """The first `judge.num_prompts` rows of `judge.prompts` (TL;DR: the golden validation
     summaries), each checked for the keys the judge needs."""
     from raydaa.data import load_rows
-    from raydaa.stages import resolve_source
+    from raydaa.train.stages import resolve_source
 
     rows = resolve_source(judge.prompts, judge.prompts_split)
     if isinstance(rows, str):
@@ -114,14 +114,14 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
     KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
     are added beside the fixed keys."""
+    from raydaa.config.scenario import BENCHMARKS
     from raydaa.evaluate.benchmarks_export import (
         benchmark_metrics,
         benchmark_prompts_path,
         export_benchmarks,
         generator_name,
     )
-    from raydaa.scenario import BENCHMARKS
-    from raydaa.stages import load_tokenizer, pretrained_model
+    from raydaa.train.stages import load_tokenizer, pretrained_model
 
     start = time.perf_counter()
     config = scenario.judge

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from raydaa import storage
-from raydaa.cli_options import add_location_options
+from raydaa.cli.options import add_location_options
+from raydaa.io import storage
+from raydaa.io.results_store import store_root
 from raydaa.report import tables
 from raydaa.report.analysis import Analysis, analyse
 from raydaa.report.files import write_atomic
 from raydaa.report.plots import charts, render_html, render_png
 from raydaa.report.select import ReportError, load_rows
-from raydaa.results_store import store_root
 
 PLOTLY_JS = {"directory": "directory", "inline": True, "cdn": "cdn"}
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenario = args.scenario
     if scenario.endswith((".yaml", ".yml")):
-        from raydaa.scenario import ConfigError, load_scenario
+        from raydaa.config.scenario import ConfigError, load_scenario
 
         try:
             scenario = load_scenario(scenario).name

@@ -14,11 +14,11 @@ import os
 import time
 from typing import Any
 
-from raydaa import storage
+from raydaa.io import storage
 
 
 def _trial_name(trial) -> str:
-    from raydaa.telemetry import trial_name
+    from raydaa.sweep.telemetry import trial_name
 
     return trial_name(trial.config, trial.trial_id)
 
@@ -53,12 +53,12 @@ class RayRunner:
         self.address, self.max_concurrent_trials = address, max_concurrent_trials
 
     def _connect(self) -> None:
-        from raydaa.commands import connect_ray
+        from raydaa.io.ray_connection import connect_ray
 
         connect_ray(self.address)
 
     def train_reference(self, scenario, results: str, *, init: str, fraction: float | None):
-        from raydaa.stages import run_sft
+        from raydaa.train.stages import run_sft
 
         self._connect()
         return run_sft(
@@ -68,7 +68,7 @@ class RayRunner:
     def evaluate_reference(self, scenario, record: dict[str, Any]) -> dict[str, Any]:
         """The reference judged as a policy of its own (KL 0 by construction), as a trial's
         policy is: here on CPU scenarios, as a one-GPU Ray task on GPU ones."""
-        from raydaa.search import evaluate_trial
+        from raydaa.sweep.search import evaluate_trial
 
         if scenario.resources.use_gpu:
             self._connect()
@@ -79,10 +79,10 @@ class RayRunner:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         from ray import tune
 
-        from raydaa.losses import get_spec
-        from raydaa.report.callback import ReportRefreshCallback
-        from raydaa.search import ResultsStoreCallback, concurrency, trial_driver
-        from raydaa.stages import prepare_alignment
+        from raydaa.core.losses import get_spec
+        from raydaa.sweep.report_refresh import ReportRefreshCallback
+        from raydaa.sweep.search import ResultsStoreCallback, concurrency, trial_driver
+        from raydaa.train.stages import prepare_alignment
 
         self._connect()
         shared = prepare_alignment(

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from raydaa import storage
+from raydaa.config.scenario import Scenario
+from raydaa.config.search_space import CONFIG_KEYS, MethodSpace, load_method_space
+from raydaa.io import storage
+from raydaa.io.results_store import read_store, store_root
 from raydaa.report.select import Row
-from raydaa.results_store import read_store, store_root
-from raydaa.scenario import Scenario
-from raydaa.search_space import CONFIG_KEYS, MethodSpace, load_method_space
 
 DONE = ("finished", "diverged", "failed")
 """Statuses that make a configuration done (a failure is a result, listed in the tables)."""
@@ -98,7 +98,7 @@ def namespace_scenario(scenario: Scenario, ns: Namespace) -> Scenario:
 
 
 def reference_path(results: str, scenario: str) -> str:
-    """The reference registry raydaa.stages.run_sft writes."""
+    """The reference registry raydaa.train.stages.run_sft writes."""
     return storage.join(results, scenario, "reference.json")
 
 

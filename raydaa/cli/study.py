@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydaa.cli_options import add_location_options
+from raydaa.cli.options import add_location_options
 from raydaa.study import STUDIES
 
 
 def _methods(question: str) -> tuple[str, ...]:
     if question in ("rq1", "rq2"):
         return ("orpo", "asft")
-    from raydaa.losses import METHODS
+    from raydaa.core.losses import METHODS
 
     return tuple(METHODS)
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
         parser.error("--max-concurrent-trials must be >= 1")
 
-    from raydaa.scenario import ConfigError, load_scenario
+    from raydaa.config.scenario import ConfigError, load_scenario
     from raydaa.study.runner import Study, StudyError
 
     try:

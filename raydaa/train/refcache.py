@@ -21,8 +21,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from raydaa import storage
-from raydaa.logprobs import SequenceLogps, concatenated_forward
+from raydaa.core.logprobs import SequenceLogps, concatenated_forward
+from raydaa.io import storage
 from raydaa.train import phases
 from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 

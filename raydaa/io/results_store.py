@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,30 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from raydaa import storage
+from raydaa.core.losses import LossConfig
+from raydaa.io import storage
+
+_ARROW_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string()}
+
+
+def _arrow_type(hint: Any) -> pa.DataType:
+    """float / int / str, Optional[...] of one, or a Literal of strings."""
+    if typing.get_origin(hint) is typing.Literal:
+        return _ARROW_TYPES[type(typing.get_args(hint)[0])]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _ARROW_TYPES[args[0] if args else hint]
+
+
+# The loss configuration's own fields: a new loss hyperparameter gets its column here.
+_LOSS_COLUMNS = [(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(LossConfig).items()]
 
 SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
         ("scenario", pa.string()),
-        ("method", pa.string()),
-        ("beta", pa.float64()),
+        *_LOSS_COLUMNS,
         ("lr", pa.float64()),
-        ("lambda_", pa.float64()),
-        ("sft_weight", pa.float64()),
-        ("gamma_beta_ratio", pa.float64()),
         ("epochs", pa.int64()),
-        ("normalization", pa.string()),
         ("seed", pa.int64()),
         ("status", pa.string()),  # finished | failed | diverged
         ("error", pa.string()),

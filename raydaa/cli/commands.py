@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from raydaa.cli_options import add_location_options
-from raydaa.scenario import ConfigError, load_scenario
-
-
-def connect_ray(address: str | None) -> None:
-    """Join `--address` / $RAY_ADDRESS, or start a local Ray; print the dashboard URL."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    context = ray.init(
-        # "local": a fresh Ray, never silently one that happens to run on this machine
-        # (on a cluster's head: --address auto, or RAY_ADDRESS as `ray job submit` sets it)
-        address=address or os.environ.get("RAY_ADDRESS") or "local",
-        log_to_driver=False,
-        # Train V2 run state (runs by name, attempts, workers) in the dashboard's Train view.
-        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},
-    )
-    url = getattr(context, "dashboard_url", None)
-    print(
-        f"Ray: {context.address_info.get('address', 'local')}"
-        + (f", dashboard http://{url}" if url else ", dashboard not running"),
-        flush=True,
-    )
+from raydaa.cli.options import add_location_options, add_loss_options
+from raydaa.config.scenario import ConfigError, load_scenario
+from raydaa.io.ray_connection import connect_ray
 
 
 def _load(parser: argparse.ArgumentParser, name: str):
@@ -63,7 +41,7 @@ def sft_main(argv: list[str] | None = None) -> int:
         parser.error(f"--fraction must be in [0.01, 1], got {args.fraction}")
     scenario = _load(parser, args.scenario)
     connect_ray(args.address)
-    from raydaa.stages import run_sft
+    from raydaa.train.stages import run_sft
 
     record = run_sft(
         scenario,
@@ -78,8 +56,6 @@ def sft_main(argv: list[str] | None = None) -> int:
 
 
 def align_main(argv: list[str] | None = None) -> int:
-    from raydaa.losses import METHODS
-
     parser = argparse.ArgumentParser(
         prog="raydaa align",
         description=(
@@ -88,19 +64,8 @@ def align_main(argv: list[str] | None = None) -> int:
         ),
     )
     add_location_options(parser)
-    parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--beta", type=float, required=True)
+    add_loss_options(parser)
     parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument(
-        "--lambda", dest="lambda_", type=float, default=1.0, help="alignment-term weight λ"
-    )
-    parser.add_argument(
-        "--sft-weight", type=float, default=0.0, help="1 for single-stage ORPO/ASFT"
-    )
-    parser.add_argument("--gamma-beta-ratio", type=float, default=0.5, help="SimPO's γ/β")
-    parser.add_argument(
-        "--normalization", default="paper", choices=("paper", "original", "sum", "mean")
-    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument(
         "--max-steps",
@@ -109,10 +74,15 @@ def align_main(argv: list[str] | None = None) -> int:
         help="stop after this many optimizer steps (a smoke test; the lr schedule keeps its length)",
     )
     args = parser.parse_args(argv)
+    from raydaa.config.search_space import AlignConfig
+
+    try:  # the loss checks its own fields, before anything is loaded or trained
+        config = AlignConfig.from_config(vars(args))
+    except ValueError as err:
+        parser.error(str(err))
     scenario = _load(parser, args.scenario)
     from raydaa.data import DataValidationError
-    from raydaa.losses import get_spec
-    from raydaa.stages import AlignConfig, prepare_alignment, reference_record, run_alignment
+    from raydaa.train.stages import prepare_alignment, reference_record, run_alignment
 
     if reference_record(args.results, scenario) is None:
         print(
@@ -122,20 +92,9 @@ def align_main(argv: list[str] | None = None) -> int:
         )
         return 2
     connect_ray(args.address)
-
-    config = AlignConfig(
-        args.method,
-        args.beta,
-        args.lr,
-        args.lambda_,
-        args.sft_weight,
-        args.gamma_beta_ratio,
-        args.normalization,
-        args.epochs,
-    )
     try:
         shared = prepare_alignment(
-            scenario, results=args.results, needs_reference=get_spec(args.method).needs_reference
+            scenario, results=args.results, needs_reference=config.loss.spec.needs_reference
         )
     except DataValidationError as err:
         print(f"raydaa align: {err}", file=sys.stderr)
@@ -189,7 +148,7 @@ def data_main(argv: list[str] | None = None) -> int:
             max_length=args.max_length,
         )
     scenario = _load(check, args.scenario)
-    from raydaa.stages import load_tokenizer, resolve_source
+    from raydaa.train.stages import load_tokenizer, resolve_source
 
     tokenizer = load_tokenizer(scenario)
     reports = []
@@ -212,7 +171,7 @@ if __name__ == "__main__":
 
 
 def search_main(argv: list[str] | None = None) -> int:
-    from raydaa.losses import METHODS
+    from raydaa.core.losses import METHODS
 
     parser = argparse.ArgumentParser(
         prog="raydaa search",
@@ -256,9 +215,9 @@ def search_main(argv: list[str] | None = None) -> int:
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
         parser.error("--max-concurrent-trials must be >= 1")
     scenario = _load(parser, args.scenario)
-    from raydaa.scenario import ConfigError
-    from raydaa.search_space import load_method_space
-    from raydaa.storage import resolve
+    from raydaa.config.scenario import ConfigError
+    from raydaa.config.search_space import load_method_space
+    from raydaa.io.storage import resolve
 
     try:
         resolve(args.results)
@@ -270,7 +229,7 @@ def search_main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     connect_ray(args.address)
-    from raydaa.search import SearchSettings, run_search
+    from raydaa.sweep.search import SearchSettings, run_search
 
     where = run_search(
         SearchSettings(

@@ -2,7 +2,7 @@
 
 One Tune trial per (loss, hidden size, lr), a grid search of 2 × 2 × 6 = 24 trials; each
 trial trains every β of the appendix's grid × `--runs` seeds as one batch of independent
-models (raydaa.toy.train_runs) and reports, per β, the mean test ranking accuracy with its
+models (raydaa.study.toy.train_runs) and reports, per β, the mean test ranking accuracy with its
 95% interval. The driver picks the best (lr, β) per (loss, hidden size) and writes the
 table, the CSVs and a Figure-4-style plot under --out.
 """
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from raydaa import toy
+from raydaa.study import toy
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def run_toy_sweep(
     from ray import tune
 
     start = time.perf_counter()
-    from raydaa.commands import connect_ray
+    from raydaa.io.ray_connection import connect_ray
 
     connect_ray(address)  # as every raydaa command: --address, $RAY_ADDRESS, or a fresh local Ray
     out = Path(out).resolve()

@@ -16,13 +16,11 @@ from typing import Any
 
 import yaml
 
-from raydaa.cli_options import DEFAULT_SCENARIO as DEFAULT_SCENARIO  # re-exported
-
 
 def search_spaces_dir() -> Path:
     """`$RAYDAA_SEARCH_SPACES`, else the repository's `search_spaces/`."""
     env = os.environ.get("RAYDAA_SEARCH_SPACES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "search_spaces"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 class ConfigError(ValueError):

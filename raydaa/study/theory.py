@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from raydaa.logprobs import IGNORE_INDEX, SequenceLogps, concatenated_forward
-from raydaa.losses import preference_loss
+from raydaa.core.logprobs import IGNORE_INDEX, SequenceLogps, concatenated_forward
+from raydaa.core.losses import preference_loss
 
 DEFAULT_BETAS = (1.0, 0.5, 0.1, 0.05, 0.01, 5e-3, 1e-3, 1e-4, 1e-5)
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from raydaa.logprobs import (
+from raydaa.core.logprobs import (
     SequenceLogps,
     concatenated_forward,
     position_ids_from_mask,
     sequence_logps,
 )
-from raydaa.losses import NormalizationPolicy, get_spec, preference_loss, uses_length_normalization
-from raydaa.refcache import ReferenceLogps
+from raydaa.core.losses import LossConfig, preference_loss
+from raydaa.train.refcache import ReferenceLogps
 
 
 @dataclass
@@ -47,22 +47,15 @@ class PreferenceObjective:
     index: a trial never holds or runs the reference model.
     """
 
-    method: str
-    beta: float
-    lambda_: float = 1.0
-    sft_weight: float = 0.0
-    gamma_beta_ratio: float = 0.5
-    normalization: NormalizationPolicy = "paper"
+    loss: LossConfig
     reference_cache: str | None = None
     """URI of the reference cache (required when the method needs a reference)."""
     pad_token_id: int = 0
     _reference: ReferenceLogps | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        spec = get_spec(self.method)
-        if spec.needs_reference and not self.reference_cache:
-            raise ValueError(f"{self.method} needs a reference log-prob cache (reference_cache)")
-        self.normalize = uses_length_normalization(self.method, self.normalization)
+        if self.loss.spec.needs_reference and not self.reference_cache:
+            raise ValueError(f"{self.loss.method} needs a reference log-prob cache (reference_cache)")
 
     def reference_logps(self, index: torch.Tensor) -> tuple[SequenceLogps, SequenceLogps]:
         if self._reference is None:  # loaded once per worker, on first use
@@ -73,23 +66,14 @@ class PreferenceObjective:
         self, model, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         chosen, rejected = concatenated_forward(model, batch, self.pad_token_id)
-        pi_w, pi_l = chosen.reduce(self.normalize), rejected.reduce(self.normalize)
+        normalize = self.loss.normalize
+        pi_w, pi_l = chosen.reduce(normalize), rejected.reduce(normalize)
         ref_w = ref_l = None
-        if get_spec(self.method).needs_reference:
+        if self.loss.spec.needs_reference:
             ref_c, ref_r = self.reference_logps(batch["index"])
-            ref_w = ref_c.reduce(self.normalize).to(pi_w.device, pi_w.dtype)
-            ref_l = ref_r.reduce(self.normalize).to(pi_l.device, pi_l.dtype)
-        out = preference_loss(
-            self.method,
-            pi_w,
-            pi_l,
-            ref_w,
-            ref_l,
-            beta=self.beta,
-            lambda_=self.lambda_,
-            sft_weight=self.sft_weight,
-            gamma_beta_ratio=self.gamma_beta_ratio,
-        )
+            ref_w = ref_c.reduce(normalize).to(pi_w.device, pi_w.dtype)
+            ref_l = ref_r.reduce(normalize).to(pi_l.device, pi_l.dtype)
+        out = preference_loss(self.loss, pi_w, pi_l, ref_w, ref_l)
         margin = out.chosen_rewards - out.rejected_rewards
         metrics = {
             "rewards/chosen": out.chosen_rewards.mean().item(),

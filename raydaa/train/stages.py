@@ -22,11 +22,12 @@ from typing import Any
 import datasets
 
 from raydaa import data as data_lib
-from raydaa import storage
-from raydaa.cli_options import DEFAULT_RESULTS  # re-exported: callers import it from here
-from raydaa.objectives import PreferenceObjective, SFTObjective
-from raydaa.refcache import ensure_reference_cache
-from raydaa.scenario import RecipeConfig, Scenario
+from raydaa.config.defaults import DEFAULT_RESULTS
+from raydaa.config.scenario import RecipeConfig, Scenario
+from raydaa.config.search_space import AlignConfig
+from raydaa.io import storage
+from raydaa.train.objectives import PreferenceObjective, SFTObjective
+from raydaa.train.refcache import ensure_reference_cache
 
 # ---------------------------------------------------------------------------------------
 # Scenario assets: tokenizer, model factory, prepared data
@@ -350,21 +351,6 @@ def run_sft(
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AlignConfig:
-    """One point of a method's search space."""
-
-    method: str
-    beta: float
-    lr: float
-    lambda_: float = 1.0
-    sft_weight: float = 0.0
-    gamma_beta_ratio: float = 0.5
-    normalization: str = "paper"
-    epochs: int | None = None
-    """Overrides the scenario's align.epochs (single-stage runs use 1 or 2)."""
-
-
 def prepare_alignment(
     scenario: Scenario, *, results: str | Path = DEFAULT_RESULTS, needs_reference: bool = True
 ) -> dict[str, Any]:
@@ -415,9 +401,8 @@ def run_alignment(
     `callbacks`: Ray Train UserCallbacks (run in the Train controller)."""
     from raydaa.data import PreferenceCollator
 
-    loss_fields = ("method", "beta", "lambda_", "sft_weight", "gamma_beta_ratio", "normalization")
     objective = PreferenceObjective(
-        **{name: getattr(config, name) for name in loss_fields},
+        config.loss,
         reference_cache=shared["cache"],
         pad_token_id=shared["pad_token_id"],
     )
@@ -428,7 +413,7 @@ def run_alignment(
     )
     settings = train_settings(scenario, recipe, shared["rows"], lr=config.lr, **setting_overrides)
     name = (
-        name or f"{config.method}-b{config.beta:g}-lr{config.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name or f"{config.loss.method}-b{config.loss.beta:g}-lr{config.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     try:
         return _run(

@@ -24,18 +24,19 @@ from typing import Any
 
 from ray import tune
 
-from raydaa import storage
-from raydaa.report.callback import ReportRefreshCallback
-from raydaa.results_store import read_row, store_root, write_row
-from raydaa.search_space import CONFIG_KEYS
-from raydaa.stages import DEFAULT_RESULTS, AlignConfig, scenario_root
-from raydaa.telemetry import TrainMetricsCallback, record_trial, trial_name
+from raydaa.config.defaults import DEFAULT_RESULTS
+from raydaa.config.search_space import CONFIG_KEYS, AlignConfig
+from raydaa.io import storage
+from raydaa.io.results_store import read_row, store_root, write_row
+from raydaa.sweep.report_refresh import ReportRefreshCallback
+from raydaa.sweep.telemetry import TrainMetricsCallback, record_trial, trial_name
+from raydaa.train.stages import scenario_root
 
 
 def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:
     """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
     configuration: a failed or diverged run is reported with its reason."""
-    from raydaa.stages import run_alignment
+    from raydaa.train.stages import run_alignment
 
     trial_id = tune.get_context().get_trial_id()
     name = trial_name(config, trial_id)
@@ -46,7 +47,7 @@ def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], re
         tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
         return
     tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
-    align = AlignConfig(**{k: config[k] for k in CONFIG_KEYS if config.get(k) is not None})
+    align = AlignConfig.from_config(config)
     start = time.perf_counter()
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
     run = run_alignment(
@@ -138,8 +139,7 @@ class ResultsStoreCallback(tune.Callback):
     def _row(
         self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
     ) -> dict:
-        config = trial.config
-        row = {k: config.get(k) for k in CONFIG_KEYS}
+        row = _config_row(trial.config)
         row |= {k: result.get(k) for k in RESULT_KEYS}
         if row.get("diverged_step") == -1:
             row["diverged_step"] = None
@@ -167,6 +167,15 @@ class ResultsStoreCallback(tune.Callback):
         self._write(
             trial, self._row(trial, trial.last_result or {}, "failed", _error_reason(trial))
         )
+
+
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    """The row's config columns: exactly what the loss ran with (defaults resolved); a
+    config the loss refused is kept as given (its trial failed with the reason)."""
+    try:
+        return AlignConfig.from_config(config).as_dict()
+    except (KeyError, TypeError, ValueError):
+        return {k: config.get(k) for k in CONFIG_KEYS}
 
 
 def _error_reason(trial) -> str:
@@ -245,10 +254,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     # below; the classic table shows exactly β, lr, λ, status, quality and KL.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-    from raydaa.losses import get_spec
-    from raydaa.scenario import load_scenario
-    from raydaa.search_space import load_method_space
-    from raydaa.stages import prepare_alignment, reference_record, run_sft
+    from raydaa.config.scenario import load_scenario
+    from raydaa.config.search_space import load_method_space
+    from raydaa.core.losses import get_spec
+    from raydaa.train.stages import prepare_alignment, reference_record, run_sft
 
     scenario = load_scenario(settings.scenario)
     space = load_method_space(settings.method, scenario, setup=settings.setup)

@@ -1,6 +1,6 @@
 """The paper's toy example (Appendix H, Figure 4): pairwise vs pointwise ranking losses on
 a one-hidden-layer ReLU MLP reward model. Pure maths and report files; no Ray here (the
-Ray Tune sweep is `raydaa.toy_tune`).
+Ray Tune sweep is `raydaa.study.toy_tune`).
 
     data      2000 triplets (x, y_w, y_l) of real scalars with y_w > y_l, 80% train / 20% test
     model     r(x, y) = w2 · ReLU(W1 [x, y] + b1) + b2, hidden size 1 (lower capacity) or 3

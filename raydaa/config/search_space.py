@@ -23,8 +23,7 @@ from typing import Any
 
 import yaml
 
-from raydaa.losses import METHOD_SPECS, METHODS
-from raydaa.scenario import (
+from raydaa.config.scenario import (
     ConfigError,
     Scenario,
     available_scenarios,
@@ -32,33 +31,46 @@ from raydaa.scenario import (
     load_scenario,
     search_spaces_dir,
 )
+from raydaa.core.losses import LOSS_FIELDS, METHOD_SPECS, METHODS, LossConfig
 
 TWO_STAGE = "two_stage"
 """The paper's recommended setup: SFT first, then the alignment loss alone (β searched)."""
-NORMALIZATIONS = ("paper", "original", "sum", "mean")
 INITS = ("sft", "base")
-SEARCHED = ("beta", "lr", "lambda_", "epochs")
-"""Keys a trial's config varies over; the rest of a config is fixed per space."""
 
 
-CONFIG_KEYS = (
-    "method",
-    "beta",
-    "lr",
-    "lambda_",
-    "sft_weight",
-    "gamma_beta_ratio",
-    "normalization",
-    "epochs",
-)
-"""The keys of one point of a method's space (= the fields of raydaa.stages.AlignConfig)."""
+@dataclass(frozen=True)
+class AlignConfig:
+    """One point of a method's space: the loss configuration, whole, and the optimizer's."""
+
+    loss: LossConfig
+    lr: float
+    epochs: int | None = None
+    """Overrides the scenario's align.epochs (single-stage runs use 1 or 2)."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> AlignConfig:
+        """From a flat trial config (Tune's `param_space` point, a row, CLI arguments)."""
+        epochs = config.get("epochs")
+        return cls(
+            LossConfig.from_mapping(config),
+            lr=float(config["lr"]),
+            epochs=None if epochs is None else int(epochs),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat config, with every value resolved as the loss runs it (CONFIG_KEYS)."""
+        return {**self.loss.as_dict(), "lr": self.lr, "epochs": self.epochs}
+
+
+CONFIG_KEYS: tuple[str, ...] = (*LOSS_FIELDS, "lr", "epochs")
+"""The keys of one point of a method's space: the loss's fields, then the optimizer's."""
 
 @dataclass
 class MethodSpace:
     """The hyperparameter grid of one method in one setup and scenario."""
 
     method: str
-    """One of raydaa.losses.METHODS."""
+    """One of raydaa.core.losses.METHODS."""
     betas: list[float]
     """β values (paper Table 6, plus Appendix A.2.2's extras per scenario); all > 0."""
     lrs: list[float]
@@ -94,21 +106,12 @@ class MethodSpace:
         self.lambdas = _numbers("lambdas", self.lambdas, positive=True)
         self.epochs = _integers("epochs", self.epochs)
         self.sft_weight = _number("sft_weight", self.sft_weight)
-        if self.sft_weight < 0:
-            raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
-        uses_ratio = "gamma_beta_ratio" in METHOD_SPECS[self.method].extra_hparams
-        if uses_ratio and self.gamma_beta_ratio is None:
-            raise ValueError(f"gamma_beta_ratio: {self.method} needs it (paper: 0.5)")
-        if not uses_ratio and self.gamma_beta_ratio is not None:
-            raise ValueError(f"gamma_beta_ratio: only SimPO takes it; set null for {self.method}")
         if self.gamma_beta_ratio is not None:
             self.gamma_beta_ratio = _number("gamma_beta_ratio", self.gamma_beta_ratio)
-            if self.gamma_beta_ratio < 0:
-                raise ValueError(f"gamma_beta_ratio must be >= 0, got {self.gamma_beta_ratio}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization: unknown {self.normalization!r}; valid: {list(NORMALIZATIONS)}"
-            )
+        if "gamma_beta_ratio" in METHOD_SPECS[self.method].extra_hparams and self.gamma_beta_ratio is None:
+            raise ValueError(f"gamma_beta_ratio: {self.method} needs it (paper: 0.5)")
+        # The fixed loss fields are checked by the loss configuration itself.
+        LossConfig(beta=self.betas[0], lambda_=self.lambdas[0], **self.fixed())
         if self.init not in INITS:
             raise ValueError(f"init: unknown {self.init!r}; valid: {list(INITS)}")
 
@@ -131,7 +134,7 @@ class MethodSpace:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every configuration, β-major: {method, beta, lr, lambda_, sft_weight,
-        gamma_beta_ratio, epochs, normalization} (the keys of raydaa.stages.AlignConfig)."""
+        gamma_beta_ratio, epochs, normalization} (CONFIG_KEYS)."""
         keys, values = zip(*self.searched.items(), strict=True)
         return [{**self.fixed(), **dict(zip(keys, point, strict=True))} for point in itertools.product(*values)]
 

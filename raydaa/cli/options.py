@@ -1,0 +1,60 @@
+"""Options every `raydaa` command shares, kept free of heavy imports (`raydaa report` and
+`raydaa --help` must not pay for torch, Ray or transformers)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from raydaa.config.defaults import DEFAULT_RESULTS, DEFAULT_SCENARIO
+from raydaa.core.methods import LossConfig
+
+
+def add_location_options(parser: argparse.ArgumentParser, *, address: bool = True) -> None:
+    """--scenario, --results and (for commands that start Ray) --address."""
+    parser.add_argument(
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help="scenario name or YAML path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--results",
+        default=DEFAULT_RESULTS,
+        help="results directory, shared (NFS/EFS) on a cluster, or s3://bucket/prefix, "
+        "gs://bucket/prefix (default: %(default)s)",
+    )
+    if address:
+        parser.add_argument(
+            "--address",
+            default=None,
+            help="Ray cluster address (default: $RAY_ADDRESS, else a fresh local Ray)",
+        )
+
+
+def add_loss_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per LossConfig field (`lambda_` -> `--lambda`, `sft_weight` -> `--sft-weight`),
+    with its type, default, choices and help from the field itself."""
+    hints = typing.get_type_hints(LossConfig)
+    for spec in dataclasses.fields(LossConfig):
+        flag = "--" + spec.name.rstrip("_").replace("_", "-")
+        kwargs: dict = {"dest": spec.name, "help": spec.metadata.get("help")}
+        if "choices" not in spec.metadata:
+            kwargs["metavar"] = spec.name.rstrip("_").upper()
+        if "choices" in spec.metadata:
+            kwargs["choices"] = spec.metadata["choices"]
+        else:
+            kwargs["type"] = _scalar_type(hints[spec.name])
+        if spec.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = spec.default
+            if spec.default is not None:
+                kwargs["help"] = f"{kwargs['help']} (default: %(default)s)"
+        parser.add_argument(flag, **kwargs)
+
+
+def _scalar_type(hint):
+    """float for `float` and `float | None` (a flag's value is never None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint

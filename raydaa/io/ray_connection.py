@@ -1,0 +1,27 @@
+"""The Ray connection every command that runs trials opens."""
+
+from __future__ import annotations
+
+import os
+
+
+def connect_ray(address: str | None) -> None:
+    """Join `--address` / $RAY_ADDRESS, or start a local Ray; print the dashboard URL."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    context = ray.init(
+        # "local": a fresh Ray, never silently one that happens to run on this machine
+        # (on a cluster's head: --address auto, or RAY_ADDRESS as `ray job submit` sets it)
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
+        log_to_driver=False,
+        # Train V2 run state (runs by name, attempts, workers) in the dashboard's Train view.
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},
+    )
+    url = getattr(context, "dashboard_url", None)
+    print(
+        f"Ray: {context.address_info.get('address', 'local')}"
+        + (f", dashboard http://{url}" if url else ", dashboard not running"),
+        flush=True,
+    )
