@@ -181,7 +181,7 @@ def sweep_reference_passes(scenario, results: Path, counter: RefScoringCounter) 
                 before = counter.snapshot()
                 shared = prepare_alignment(scenario, results=sweep_root)
                 after = counter.snapshot()
-                uris.add(shared["cache"])
+                uris.add(shared.cache)
                 per_trial.append({"beta": beta, "lr": lr, "calls": after[0] - before[0],
                                   "rows": after[1] - before[1]})
         seconds = time.perf_counter() - start
@@ -189,7 +189,7 @@ def sweep_reference_passes(scenario, results: Path, counter: RefScoringCounter) 
         calls, rows = counter.snapshot()
         return {
             "trials": len(per_trial),
-            "dataset_rows": shared["rows"],
+            "dataset_rows": shared.rows,
             "calls": calls - calls0,
             "rows": rows - rows0,
             "first_trial_rows": per_trial[0]["rows"],

@@ -264,7 +264,8 @@ from raydaa.evaluate.generation import render_prompts
 from raydaa.evaluate.policy import baseline_answers, validation_rows
 from raydaa.core.losses import get_spec
 from raydaa.config.scenario import load_scenario
-from raydaa.train.stages import load_tokenizer, prepare_alignment, reference_record
+from raydaa.data.tokenize import load_tokenizer
+from raydaa.train.stages import prepare_alignment, reference_record
 start = time.perf_counter()
 scenario = load_scenario("tiny")
 # First the reference policy's own samples on the evaluation prompts (the judge's baseline
@@ -278,7 +279,7 @@ baseline_answers(scenario, reference_record(sys.argv[1], scenario)["path"], toke
 # (Ray starts on its own, only if the cache must be computed.)
 shared = prepare_alignment(scenario, results=sys.argv[1],
                            needs_reference=get_spec(sys.argv[2]).needs_reference)
-print(json.dumps({"cache": shared["cache"], "seconds": time.perf_counter() - start}))
+print(json.dumps({"cache": shared.cache, "seconds": time.perf_counter() - start}))
 """
 
 

@@ -70,7 +70,7 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
 
     from raydaa.config.scenario import load_scenario
     from raydaa.config.search_space import load_method_space
-    from raydaa.data import PreferenceCollator
+    from raydaa.data.collators import PreferenceCollator
     from raydaa.evaluate.policy import evaluate_policy
     from raydaa.losses import LossConfig
     from raydaa.train.objectives import PreferenceObjective
@@ -82,16 +82,16 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
     space = load_method_space(METHOD, scenario)
     # Cache hit: the one-time preparation already wrote data and reference log-probs.
     shared = prepare_alignment(scenario, results=results)
-    dataset = shared["dataset"]()
-    collate = PreferenceCollator(shared["pad_token_id"])
-    reference = shared["reference"]["path"]
+    dataset = shared.dataset()
+    collate = PreferenceCollator(shared.pad_token_id)
+    reference = shared.reference_path
     recipe = scenario.align
     t_prepared = time.perf_counter()
 
     trials = []
     for config in space.grid():
         start, cpu_start = time.perf_counter(), time.process_time()
-        s = train_settings(scenario, recipe, shared["rows"], lr=config["lr"])
+        s = train_settings(scenario, recipe, shared.rows, lr=config["lr"])
         steps, accum = s["total_steps"], s["global_batch_size"] // s["micro_batch_size"]
         warmup = int(s["warmup_ratio"] * steps)
 
@@ -105,14 +105,14 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
         model = pretrained_model(reference, attn_implementation="sdpa", dtype=torch.float32)
         model.train()
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config["lr"], betas=tuple(s["betas"]), eps=1e-8,
+            model.parameters(), lr=config["lr"], betas=tuple(s["adam_betas"]), eps=1e-8,
             weight_decay=0.0,
         )
         schedule = LambdaLR(optimizer, factor)
         objective = PreferenceObjective(
             LossConfig.from_mapping(config),
-            reference_cache=shared["cache"],
-            pad_token_id=shared["pad_token_id"],
+            reference_cache=shared.cache,
+            pad_token_id=shared.pad_token_id,
         )
         plan = BatchPlan(len(dataset), global_batch_size=s["global_batch_size"],
                          micro_batch_size=s["micro_batch_size"], world_size=1, rank=0,

@@ -25,13 +25,14 @@ from torch.utils.data import DataLoader
 
 import raydaa.scenarios.tiny as tiny_data
 from raydaa.config.scenario import load_scenario
-from raydaa.data import PreferenceCollator, SFTCollator
+from raydaa.data.collators import PreferenceCollator, SFTCollator
+from raydaa.data.tokenize import load_tokenizer
 from raydaa.evaluate.policy import evaluate_policy
 from raydaa.losses import LossConfig
 from raydaa.train.deepspeed_config import lr_factor
 from raydaa.train.objectives import PreferenceObjective, SFTObjective
 from raydaa.train.refcache import ensure_reference_cache
-from raydaa.train.stages import base_model, load_tokenizer, prepare, pretrained_model
+from raydaa.train.stages import base_model, prepare, pretrained_model
 
 
 def train(model, objective, dataset, collate, *, lr, epochs, batch, seed=0):

@@ -9,20 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raydaa.data import (
+from raydaa.data.check import data_check_main
+from raydaa.data.collators import PreferenceCollator, SFTCollator
+from raydaa.data.sources import load_rows
+from raydaa.data.tokenize import (
     IGNORE_INDEX,
-    DataValidationError,
-    PreferenceCollator,
-    SFTCollator,
-    check_data,
-    data_check_main,
     fingerprint,
-    load_rows,
     prepare_preferences,
     prepare_sft,
     select_fraction,
     truncate,
 )
+from raydaa.data.validation import DataValidationError, check_data
 from raydaa.scenarios import TINY_MAX_LENGTH, build_tiny_tokenizer, tiny_datasets
 
 LONG_PROMPT = "sort " + " ".join("7" * 80)  # 81 words + BOS: alone over the 64-token window

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from raydaa.evaluate.generation import SamplingConfig, render_prompts, sample
+from raydaa.config.scenario import SamplingConfig
+from raydaa.evaluate.generation import render_prompts, sample
 from raydaa.evaluate.judges import GoldJudge, build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates, mean_interval
 
@@ -59,10 +60,11 @@ def test_sampling_is_seeded_and_logps_match_the_model():
 
     tokenizer, model = build_tiny_tokenizer(), build_tiny_model(seed=0).eval()
     ids = render_prompts(["sort 3 1 2", "reverse 4 0 7 1"], tokenizer, conversational=True)
-    config = SamplingConfig(max_new_tokens=6, seed=3)
-    a, b = sample(model, tokenizer, ids, config), sample(model, tokenizer, ids, config)
+    config = SamplingConfig(max_new_tokens=6)
+    a = sample(model, tokenizer, ids, config, seed=3)
+    b = sample(model, tokenizer, ids, config, seed=3)
     assert a.completion_ids == b.completion_ids and len(a.texts) == 2
-    c = sample(model, tokenizer, ids, SamplingConfig(max_new_tokens=6, seed=4))
+    c = sample(model, tokenizer, ids, config, seed=4)
     assert c.completion_ids != a.completion_ids
     greedy = sample(model, tokenizer, ids, SamplingConfig(temperature=0, max_new_tokens=6))
     assert all(1 <= len(x) <= 6 for x in greedy.completion_ids)
@@ -105,7 +107,7 @@ def test_gpu_scenarios_evaluate_in_a_one_gpu_task_outside_the_trial_group(tmp_pa
 
     from raydaa.config.scenario import load_scenario
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
-    from raydaa.sweep.search import evaluate_trial
+    from raydaa.sweep.trial import evaluate_trial
 
     scenario = load_scenario("tiny")
     scenario.generation.num_prompts = scenario.judge.num_prompts = 8

@@ -43,7 +43,7 @@ PAIRS = 768
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """S3 server, a shrunken tiny scenario, and the Ray settings every node inherits."""
-    from raydaa.train.stages import resolve_source
+    from raydaa.data.sources import resolve_source
 
     pairs = tmp_path_factory.mktemp("data") / "pairs.jsonl"
     resolve_source("tiny:pref_train", "train").select(range(PAIRS)).to_json(str(pairs))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from raydaa.core.losses import METHODS, LossConfig, get_spec, uses_length_normalization
-from raydaa.data import data_check_main
+from raydaa.data.check import data_check_main
 from raydaa.report.select import best_row
 
 
@@ -31,7 +31,8 @@ def test_mean_normalization_reaches_the_objective_on_a_real_model():
     reference needed), exactly the `sum` log-probs divided by the completion lengths."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from raydaa.data import IGNORE_INDEX, PreferenceCollator
+    from raydaa.data.collators import PreferenceCollator
+    from raydaa.data.tokenize import IGNORE_INDEX
     from raydaa.train.objectives import PreferenceObjective
 
     torch.manual_seed(0)
@@ -92,7 +93,7 @@ def tiny_sft(tmp_path_factory):
     """tiny's base model and an SFT model of it (200 steps of plain PyTorch on tiny's SFT
     data with SFTObjective: stage 1's loss, without Ray; enough to beat random init)."""
     from raydaa.config.scenario import load_scenario
-    from raydaa.data import SFTCollator
+    from raydaa.data.collators import SFTCollator
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
     from raydaa.train.objectives import SFTObjective
     from raydaa.train.stages import prepare

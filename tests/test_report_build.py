@@ -32,10 +32,11 @@ from pathlib import Path
 import pytest
 from s3_server import s3_server
 
+from raydaa.cli.report import main
 from raydaa.io import storage
 from raydaa.io.results_store import write_row
-from raydaa.report.build import build_report, main
-from raydaa.report.files import write_atomic
+from raydaa.io.storage import write_bytes
+from raydaa.report.build import build_report
 
 NAN = math.nan
 FIGURES = ("pareto_methods", "pareto_kinds", "beta_sensitivity")
@@ -208,7 +209,7 @@ def test_unknown_method_names_the_row_file(tmp_path):
 def test_failed_atomic_write_leaves_no_temporary_file(tmp_path):
     (tmp_path / "taken.csv").mkdir()  # a directory where the file should go: the rename fails
     with pytest.raises(OSError):
-        write_atomic(tmp_path / "taken.csv", "a,b\n")
+        write_bytes(tmp_path / "taken.csv", "a,b\n")
     assert [p.name for p in tmp_path.iterdir()] == ["taken.csv"]
 
 

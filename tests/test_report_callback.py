@@ -12,8 +12,8 @@ from ray import tune
 
 from raydaa.config.scenario import load_scenario
 from raydaa.io.results_store import write_row
+from raydaa.sweep.callbacks import ResultsStoreCallback
 from raydaa.sweep.report_refresh import ReportRefreshCallback
-from raydaa.sweep.search import ResultsStoreCallback
 
 
 def summary_total(report_dir: Path) -> int:

@@ -14,15 +14,9 @@ from raydaa.config.scenario import load_scenario, search_spaces_dir
 from raydaa.config.search_space import AlignConfig
 from raydaa.core.logprobs import concatenated_forward
 from raydaa.core.losses import METHODS, get_spec
+from raydaa.data.tokenize import load_tokenizer
 from raydaa.train.refcache import ReferenceLogps, ensure_reference_cache
-from raydaa.train.stages import (
-    load_tokenizer,
-    prepare,
-    prepare_alignment,
-    pretrained_model,
-    run_alignment,
-    run_sft,
-)
+from raydaa.train.stages import prepare, prepare_alignment, pretrained_model, run_alignment, run_sft
 
 pytestmark = [pytest.mark.ray, pytest.mark.deepspeed]
 LN2 = math.log(2.0)
@@ -59,11 +53,11 @@ def test_sft_registers_a_trained_reference_and_reuses_it(workspace):
 def test_cached_reference_logps_equal_an_online_forward(workspace):
     """The Parquet cache holds what a reference forward gives now, within 1e-5 (fp32)."""
     scenario, results, reference, shared = workspace
-    cache = ReferenceLogps.load(shared["cache"])
+    cache = ReferenceLogps.load(shared.cache)
     tokenizer = load_tokenizer(scenario)
     prepared = prepare(scenario, "preference", tokenizer)
     rows = prepared.dataset.select(range(0, len(prepared.dataset), 97))  # 16 spread-out rows
-    from raydaa.data import PreferenceCollator
+    from raydaa.data.collators import PreferenceCollator
 
     batch = PreferenceCollator(tokenizer.pad_token_id)(rows.to_list())
     model = pretrained_model(reference["path"], dtype=torch.float32).eval()
@@ -94,11 +88,11 @@ def test_cache_is_computed_once_per_reference_and_data(workspace):
         )
     finally:
         refcache.compute_reference_logps = original
-    assert uri == shared["cache"] and calls == []
+    assert uri == shared.cache and calls == []
 
 
 def test_unknown_row_index_is_a_clear_error(workspace):
-    cache = ReferenceLogps.load(workspace[3]["cache"])
+    cache = ReferenceLogps.load(workspace[3].cache)
     with pytest.raises(KeyError, match="not in the reference cache"):
         cache.lookup(torch.tensor([10**9]))
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from ray import tune
 
-from raydaa.study.ray_runner import points_sweep
+from raydaa.sweep.tuner import points_sweep
 
 pytestmark = pytest.mark.ray
 

@@ -86,7 +86,7 @@ def test_mlp_reward_and_strict_accuracy_by_hand():
 def test_batched_runs_equal_independent_single_runs():
     """Model (β_i, seed_j) of one batched call = the same β and seed trained alone."""
     data = toy.make_triplets()
-    settings = toy.TrainSettings(epochs=2, batch_size=64)
+    settings = toy.ToySettings(epochs=2, batch_size=64)
     kwargs = dict(loss="pointwise", hidden=3, lr=0.05, settings=settings)
     betas, seeds = (1.0, 0.1), (0, 1, 2)
     batched, models = toy.train_runs(data, betas=betas, seeds=seeds, **kwargs)
@@ -115,7 +115,7 @@ def test_training_learns_the_ranking():
         lr=0.1,
         betas=[1.0],
         seeds=seeds,
-        settings=toy.TrainSettings(epochs=3),
+        settings=toy.ToySettings(epochs=3),
     )
     assert before.mean() < 0.8
     assert after.accuracy.mean() > 0.95
@@ -209,7 +209,7 @@ def test_raydaa_toy_end_to_end(ray_cluster, tmp_path, capsys):
         lr=0.1,
         betas=(1.0, 0.1),
         seeds=range(3),
-        settings=toy.TrainSettings(epochs=2),
+        settings=toy.ToySettings(epochs=2),
     )
     row = next(r for r in grid if (r["loss"], r["hidden"], r["beta"]) == ("pointwise", "1", "0.1"))
     assert math.isclose(float(row["accuracy"]), direct.accuracy[1].double().mean().item())

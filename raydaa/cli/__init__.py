@@ -10,17 +10,17 @@ SUBCOMMANDS = {
     "search": ("raydaa.cli.commands:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
     "sft": ("raydaa.cli.commands:sft_main", "stage 1: SFT, registered as the scenario's reference"),
     "align": ("raydaa.cli.commands:align_main", "stage 2: one alignment run of one method and config"),
-    "data": ("raydaa.cli.commands:data_main", "`data check`: validate a scenario's or a file's data"),
+    "data": ("raydaa.cli.data:main", "`data check`: validate a scenario's or a file's data"),
     "benchmark": (
-        "raydaa.evaluate.benchmarks_export:main",
+        "raydaa.cli.benchmark:main",
         "write a checkpoint's AlpacaEval / Arena-Hard answers (and score AlpacaEval)",
     ),
-    "report": ("raydaa.report.build:main", "Pareto fronts, best-config tables and β plots"),
+    "report": ("raydaa.cli.report:main", "Pareto fronts, best-config tables and β plots"),
     "theory": (
-        "raydaa.study.theory:main",
+        "raydaa.cli.theory:main",
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",
     ),
-    "toy": ("raydaa.study.toy_tune:main", "paper App. H: pairwise vs pointwise ranking MLP, Ray Tune"),
+    "toy": ("raydaa.cli.toy:main", "paper App. H: pairwise vs pointwise ranking MLP, Ray Tune"),
     "study": (
         "raydaa.cli.study:main",
         "the paper's RQ1-RQ4 (Tables 1-2, Figures 1, 3, 5) composed from sweeps",

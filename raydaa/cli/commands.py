@@ -1,4 +1,4 @@
-"""`raydaa sft`, `raydaa align` and `raydaa data check`: the training stages from the shell."""
+"""`raydaa sft`, `raydaa align` and `raydaa search`: the training stages from the shell."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from raydaa.cli.options import add_location_options, add_loss_options
 from raydaa.config.scenario import ConfigError, load_scenario
 from raydaa.io.ray_connection import connect_ray
+from raydaa.io.storage import join as storage_join
 
 
 def _load(parser: argparse.ArgumentParser, name: str):
@@ -81,7 +82,7 @@ def align_main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     scenario = _load(parser, args.scenario)
-    from raydaa.data import DataValidationError
+    from raydaa.data.validation import DataValidationError
     from raydaa.train.stages import prepare_alignment, reference_record, run_alignment
 
     if reference_record(args.results, scenario) is None:
@@ -93,14 +94,14 @@ def align_main(argv: list[str] | None = None) -> int:
         return 2
     connect_ray(args.address)
     try:
-        shared = prepare_alignment(
+        inputs = prepare_alignment(
             scenario, results=args.results, needs_reference=config.loss.spec.needs_reference
         )
     except DataValidationError as err:
         print(f"raydaa align: {err}", file=sys.stderr)
         return 2
     overrides = {"stop_after_steps": args.max_steps} if args.max_steps else {}
-    result = run_alignment(scenario, config, shared, results=args.results, **overrides)
+    result = run_alignment(scenario, config, inputs, results=args.results, **overrides)
     final = {k: v for k, v in result.final.items() if isinstance(v, int | float | str)}
     print(
         json.dumps(
@@ -117,61 +118,12 @@ def align_main(argv: list[str] | None = None) -> int:
     return 0 if result.status in ("finished", "stopped") else 1
 
 
-def data_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raydaa data", description="Validate data before a run.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    check = sub.add_parser(
-        "check", help="count bad rows by reason; non-zero exit above the threshold"
-    )
-    source = check.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--scenario", help="check the scenario's SFT, preference and validation data"
-    )
-    source.add_argument("path", nargs="?", help="a JSONL / Parquet / Arrow file or a dataset name")
-    check.add_argument(
-        "--threshold", type=float, default=0.01, help="largest tolerated share of bad rows"
-    )
-    check.add_argument("--split", default="train")
-    check.add_argument(
-        "--tokenizer", default=None, help="tokenizer path, enables the prompt-length check"
-    )
-    check.add_argument("--max-length", type=int, default=None)
-    args = parser.parse_args(argv)
-    from raydaa.data import check_data, data_check_main, print_reports
-
-    if args.path:
-        return data_check_main(
-            args.path,
-            args.threshold,
-            split=args.split,
-            tokenizer=args.tokenizer,
-            max_length=args.max_length,
-        )
-    scenario = _load(check, args.scenario)
-    from raydaa.train.stages import load_tokenizer, resolve_source
-
-    tokenizer = load_tokenizer(scenario)
-    reports = []
-    for which in ("sft", "preference", "validation"):
-        split = getattr(scenario.data, f"{which}_split")
-        reports.append(
-            check_data(
-                resolve_source(getattr(scenario.data, which), split),
-                split=split,
-                tokenizer=tokenizer,
-                max_length=scenario.max_length,
-                name=f"{scenario.name}:{which}",
-            )
-        )
-    return print_reports(reports, args.threshold)
-
-
 if __name__ == "__main__":
     sys.exit(sft_main())
 
 
 def search_main(argv: list[str] | None = None) -> int:
-    from raydaa.core.losses import METHODS
+    from raydaa.core.methods import METHODS
 
     parser = argparse.ArgumentParser(
         prog="raydaa search",
@@ -228,9 +180,11 @@ def search_main(argv: list[str] | None = None) -> int:
         load_method_space(args.method, scenario, setup=args.setup)
     except ConfigError as err:
         parser.error(str(err))
-    connect_ray(args.address)
+    dashboard = connect_ray(args.address)
+    from raydaa.sweep.report_refresh import ReportRefreshCallback
     from raydaa.sweep.search import SearchSettings, run_search
 
+    results = resolve(args.results)
     where = run_search(
         SearchSettings(
             method=args.method,
@@ -245,7 +199,9 @@ def search_main(argv: list[str] | None = None) -> int:
             storage=args.storage,
             resume=args.resume,
             max_concurrent_trials=args.max_concurrent_trials,
-        )
+        ),
+        # the sweep keeps <results>/<scenario>/report/ current as trials finish
+        callbacks=[ReportRefreshCallback(results, scenario.name)],
     )
     interrupted = where.pop("interrupted")
     print("\nsweep interrupted:" if interrupted else "\nsweep done:")
@@ -260,4 +216,34 @@ def search_main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 130
+    print_next_steps(results, scenario.name, args.method, where, dashboard)
     return 0
+
+
+def print_next_steps(results: str, scenario: str, method: str, where: dict, dashboard: str | None) -> None:
+    """What a user wants after a sweep: its best configuration, the report, the dashboards."""
+    from raydaa.report.build import default_out
+    from raydaa.report.select import best_row, load_rows
+
+    rows = [r for r in load_rows(results, scenario) if r["method"] == method]
+    best = best_row(rows)
+    if best is None:
+        print(f"\nno finished {method} trial with a quality yet: see the rows' errors in the report")
+    else:
+        knobs = f"β={best['beta']:g} lr={best['lr']:g}"
+        if best.get("sft_weight"):
+            knobs += f" λ={best['lambda_']:g} sft_weight={best['sft_weight']:g}"
+        print(
+            f"\nbest {method} configuration ({sum(r['status'] == 'finished' for r in rows)} finished trials): "
+            f"{knobs}: quality {best['quality']:.4f} [{best['quality_low']:.4f}, {best['quality_high']:.4f}], "
+            f"KL {best['kl']:.4f} [{best['kl_low']:.4f}, {best['kl_high']:.4f}]"
+        )
+    print(f"report:           {storage_join(default_out(results, scenario), 'report.md')}")
+    print(f"                  (rebuild: raydaa report --scenario {scenario} --results {results})")
+    if dashboard:
+        print(f"Ray dashboard:    {dashboard} (while this Ray runs; a local one stops with the command)")
+    if where.get("optuna_storage"):
+        print(
+            f"optuna-dashboard: optuna-dashboard {where['optuna_storage']}  "
+            f"(pip install optuna-dashboard; study {where['optuna_study']})"
+        )

@@ -12,7 +12,7 @@ from raydaa.study import STUDIES
 def _methods(question: str) -> tuple[str, ...]:
     if question in ("rq1", "rq2"):
         return ("orpo", "asft")
-    from raydaa.core.losses import METHODS
+    from raydaa.core.methods import METHODS
 
     return tuple(METHODS)
 

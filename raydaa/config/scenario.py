@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from raydaa.config.judge_prompts import get_template
+
 
 def search_spaces_dir() -> Path:
     """`$RAYDAA_SEARCH_SPACES`, else the repository's `search_spaces/`."""
@@ -66,6 +68,87 @@ def _dataclass_of(ftype: Any):
 
 def _is_optional(ftype: Any) -> bool:
     return "None" in _type_names(ftype)
+
+
+# ---------------------------------------------------------------------------------------
+# Rules the recipe, resources and watchdog sections share with
+# raydaa.train.settings.TrainSettings, which is built from them but also from plain dicts
+# (Tune configs, benchmarks, tests) and so checks its fields with these same functions.
+# A keyword argument picks the wording: the scenario's keys, or TrainSettings' fields.
+# ---------------------------------------------------------------------------------------
+
+ZERO_STAGES = (0, 1, 2, 3)
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+
+
+def check_counts(counts: dict[str, Any], *, each: bool = False) -> None:
+    """Counts (epochs, steps, batch sizes, workers, CPUs) must be >= 1. The error names all
+    of `counts` (a scenario section), or with `each` the first one below 1 and its value."""
+    if each:
+        for name, value in counts.items():
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+    elif any(value < 1 for value in counts.values()):
+        *names, last = counts
+        raise ValueError(f"{', '.join(names)} and {last} must be >= 1")
+
+
+def check_batch_split(
+    global_batch_size: int, micro_batch_size: int, num_workers: int, *, stage: str | None = None
+) -> None:
+    """A global batch is whole micro batches on every worker: a multiple of
+    micro_batch_size x num_workers. `stage` (sft, align): the error names its scenario keys."""
+    per_step = micro_batch_size * num_workers
+    if not global_batch_size % per_step:
+        return
+    if stage is not None:
+        raise ValueError(
+            f"{stage}.global_batch_size ({global_batch_size}) is not a multiple of "
+            f"{stage}.micro_batch_size x resources.num_workers "
+            f"({micro_batch_size} x {num_workers})"
+        )
+    raise ValueError(
+        f"global_batch_size={global_batch_size} is not divisible by "
+        f"micro_batch_size*num_workers={micro_batch_size}*{num_workers}="
+        f"{per_step}; pick a global batch that is a multiple of {per_step}"
+    )
+
+
+def check_warmup_ratio(ratio: float) -> None:
+    if not 0 <= ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
+
+
+def check_zero_stage(stage: int) -> None:
+    if stage not in ZERO_STAGES:
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {stage}")
+
+
+def check_attn_implementation(name: str) -> None:
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, got {name!r}"
+        )
+
+
+def check_checkpoint_every(steps: int | None, *, none: str = "null") -> None:
+    """Steps between resumable checkpoints: >= 1, or `none` (only the final checkpoint)."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or {none}, got {steps}")
+
+
+def check_watchdog_timeouts(
+    startup_timeout_s: float, stall_timeout_s: float, *, section: str | None = None
+) -> None:
+    """Both watchdog bounds > 0. `section` (watchdog): the error names its scenario keys."""
+    if startup_timeout_s > 0 and stall_timeout_s > 0:
+        return
+    if section is None:
+        raise ValueError("startup_timeout_s and stall_timeout_s must be > 0")
+    raise ValueError(
+        f"{section}.startup_timeout_s and {section}.stall_timeout_s must be > 0, got "
+        f"{startup_timeout_s} and {stall_timeout_s}"
+    )
 
 
 @dataclass
@@ -129,15 +212,19 @@ class RecipeConfig:
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
-        if self.epochs < 1 or self.global_batch_size < 1 or self.micro_batch_size < 1:
-            raise ValueError("epochs, global_batch_size and micro_batch_size must be >= 1")
+        check_counts(
+            {
+                "epochs": self.epochs,
+                "global_batch_size": self.global_batch_size,
+                "micro_batch_size": self.micro_batch_size,
+            }
+        )
         self.lr = None if self.lr is None else float(self.lr)
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_warmup_ratio(self.warmup_ratio)
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
         if self.optimizer != "adam":
@@ -172,19 +259,12 @@ class ResourcesConfig:
     each from the run's last checkpoint; -1: unlimited."""
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1 or self.cpus_per_worker < 1:
-            raise ValueError("num_workers and cpus_per_worker must be >= 1")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1 or null, got {self.checkpoint_every}")
+        check_counts({"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker})
+        check_checkpoint_every(self.checkpoint_every)
         if self.max_failures < -1:
             raise ValueError(f"max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        valid = ("eager", "sdpa", "flash_attention_2")
-        if self.attn_implementation not in valid:
-            raise ValueError(
-                f"attn_implementation must be one of {list(valid)}, got {self.attn_implementation!r}"
-            )
+        check_zero_stage(self.zero_stage)
+        check_attn_implementation(self.attn_implementation)
         if self.attn_implementation == "flash_attention_2" and not self.use_gpu:
             raise ValueError("attn_implementation flash_attention_2 needs use_gpu: true")
 
@@ -202,11 +282,7 @@ class WatchdogConfig:
     checkpoint save (an 8B ZeRO-3 checkpoint to shared storage takes minutes)."""
 
     def __post_init__(self) -> None:
-        if not (self.startup_timeout_s > 0 and self.stall_timeout_s > 0):
-            raise ValueError(
-                "watchdog.startup_timeout_s and watchdog.stall_timeout_s must be > 0, got "
-                f"{self.startup_timeout_s} and {self.stall_timeout_s}"
-            )
+        check_watchdog_timeouts(self.startup_timeout_s, self.stall_timeout_s, section="watchdog")
 
 
 BENCHMARKS = ("alpaca_eval", "arena_hard")
@@ -217,8 +293,10 @@ JUDGES = (*PAIRWISE_JUDGES, *BENCHMARKS)
 
 
 @dataclass
-class GenerationConfig:
-    """Sampling of each trial's answers, for the KL estimate and the judge (paper Table 8)."""
+class SamplingConfig:
+    """How answers are sampled (paper Table 8): the fields `raydaa.evaluate.generation.sample`
+    reads. Not frozen, since GenerationConfig (a scenario section, which scripts and tests
+    set in place) extends it; `dataclasses.replace` gives a changed copy."""
 
     temperature: float = 0.9
     """Sampling temperature (paper Table 8); 0 is greedy."""
@@ -228,12 +306,6 @@ class GenerationConfig:
     """Nucleus sampling mass (paper Table 8); 1.0 disables."""
     max_new_tokens: int = 256
     """Tokens generated per answer (paper Table 8: 256 TL;DR, 4096 UF)."""
-    num_prompts: int | None = None
-    """Validation prompts sampled per trial, where KL(policy || reference) is measured
-    (paper A.3: on the validation subset); None: all of them."""
-    greedy_benchmarks: list[str] = field(default_factory=list)
-    """Benchmarks generated with temperature 0 whatever `temperature` says (paper A.3:
-    Arena-Hard, following its original configuration)."""
 
     def __post_init__(self) -> None:
         self.temperature, self.top_p = float(self.temperature), float(self.top_p)
@@ -245,6 +317,21 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class GenerationConfig(SamplingConfig):
+    """Sampling of each trial's answers, for the KL estimate and the judge (paper Table 8)."""
+
+    num_prompts: int | None = None
+    """Validation prompts sampled per trial, where KL(policy || reference) is measured
+    (paper A.3: on the validation subset); None: all of them."""
+    greedy_benchmarks: list[str] = field(default_factory=list)
+    """Benchmarks generated with temperature 0 whatever `temperature` says (paper A.3:
+    Arena-Hard, following its original configuration)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_prompts is not None and self.num_prompts < 1:
             raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
         unknown = sorted(set(self.greedy_benchmarks) - set(BENCHMARKS))
@@ -333,8 +420,6 @@ class JudgeConfig:
                     "gpt_side_by_side needs exactly one of endpoint (the base URL) or "
                     "endpoint_env (the environment variable holding it)"
                 )
-            from raydaa.evaluate.judge_prompts import get_template
-
             get_template(self.prompt_template)
         elif self.prompt_template is not None:
             raise ValueError(
@@ -402,13 +487,13 @@ class Scenario:
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         for stage in ("sft", "align"):
-            recipe, workers = getattr(self, stage), self.resources.num_workers
-            if recipe.global_batch_size % (recipe.micro_batch_size * workers):
-                raise ValueError(
-                    f"{stage}.global_batch_size ({recipe.global_batch_size}) is not a multiple of "
-                    f"{stage}.micro_batch_size x resources.num_workers "
-                    f"({recipe.micro_batch_size} x {workers})"
-                )
+            recipe = getattr(self, stage)
+            check_batch_split(
+                recipe.global_batch_size,
+                recipe.micro_batch_size,
+                self.resources.num_workers,
+                stage=stage,
+            )
         if self.judge is not None and self.judge.type == "gold" and self.model.builder != "tiny":
             raise ValueError(
                 "judge.type gold exists only for the built-in tiny task (model.builder: tiny)"

@@ -31,7 +31,7 @@ from raydaa.config.scenario import (
     load_scenario,
     search_spaces_dir,
 )
-from raydaa.core.losses import LOSS_FIELDS, METHOD_SPECS, METHODS, LossConfig
+from raydaa.core.methods import LOSS_FIELDS, METHOD_SPECS, METHODS, LossConfig
 
 TWO_STAGE = "two_stage"
 """The paper's recommended setup: SFT first, then the alignment loss alone (β searched)."""

@@ -17,7 +17,6 @@ Benchmarks in generation.greedy_benchmarks are decoded at temperature 0 (paper A
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -264,7 +263,6 @@ def export_benchmarks(
     """Generate the policy's answers to each benchmark's prompts, write them, and score
     AlpacaEval where possible."""
     from raydaa.evaluate.generation import render_prompts, sample
-    from raydaa.evaluate.policy import sampling_config
 
     outcomes = []
     for benchmark in benchmarks:
@@ -272,13 +270,13 @@ def export_benchmarks(
             benchmark, benchmark_prompts_path(scenario.judge, benchmark)
         )
         prompts = prompts[:max_prompts] if max_prompts else prompts
-        config = sampling_config(scenario)
+        config = scenario.generation
         if benchmark in scenario.generation.greedy_benchmarks:
             config = replace(config, temperature=0.0)
         ids = render_prompts(
             [p.text for p in prompts], tokenizer, scenario.data.format == "conversational"
         )
-        samples = sample(policy, tokenizer, ids, config)
+        samples = sample(policy, tokenizer, ids, config, seed=scenario.seed)
         if benchmark == "alpaca_eval":
             records = alpaca_eval_records(prompts, samples.texts, generator)
             path = write_export(benchmark, records, out_dir, generator)
@@ -323,37 +321,36 @@ def benchmark_metrics(outcomes: list[BenchmarkOutcome], primary: str | None) -> 
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`raydaa benchmark`: export a checkpoint's answers to AlpacaEval / Arena-Hard."""
-    parser = argparse.ArgumentParser(prog="raydaa benchmark", description=main.__doc__)
-    parser.add_argument("--scenario", default="tiny", help="generation settings and judge config")
-    parser.add_argument("--policy", required=True, help="the policy's HF checkpoint folder")
-    parser.add_argument("--benchmark", choices=["alpaca_eval", "arena_hard"], required=True)
-    parser.add_argument("--prompts", help="local prompts file (default: judge.benchmark_prompts)")
-    parser.add_argument("--out", default="benchmark_exports", help="output folder")
-    parser.add_argument("--name", help="generator / model name (default: <scenario>-<checkpoint>)")
-    parser.add_argument("--max-prompts", type=int, help="only the first N prompts (a smoke test)")
-    args = parser.parse_args(argv)
-
+def export_checkpoint(
+    scenario_name: str,
+    policy_path: str,
+    benchmark: str,
+    out_dir: str | Path,
+    *,
+    prompts: str | None = None,
+    name: str | None = None,
+    max_prompts: int | None = None,
+) -> list[BenchmarkOutcome]:
+    """`raydaa benchmark`: a checkpoint's answers to one benchmark with the scenario's
+    generation settings and judge config (`export_benchmarks`). `prompts` replaces
+    judge.benchmark_prompts[benchmark]; `name` the generator name (default:
+    <scenario>-<checkpoint>)."""
     import torch
 
     from raydaa.config.scenario import load_scenario
-    from raydaa.train.stages import load_tokenizer, pretrained_model
+    from raydaa.data.tokenize import load_tokenizer
+    from raydaa.train.stages import pretrained_model
 
-    scenario = load_scenario(args.scenario)
-    if args.prompts:
+    scenario = load_scenario(scenario_name)
+    if prompts:
         scenario.judge.benchmark_prompts = {
             **scenario.judge.benchmark_prompts,
-            args.benchmark: args.prompts,
+            benchmark: prompts,
         }
     tokenizer = load_tokenizer(scenario)
-    policy = pretrained_model(args.policy, dtype=torch.float32).eval()
-    name = args.name or generator_name(scenario, args.policy)
-    for outcome in export_benchmarks(
-        policy, tokenizer, scenario, [args.benchmark], args.out, name, args.max_prompts
-    ):
-        print(outcome.note)
-    return 0
+    policy = pretrained_model(policy_path, dtype=torch.float32).eval()
+    name = name or generator_name(scenario, policy_path)
+    return export_benchmarks(policy, tokenizer, scenario, [benchmark], out_dir, name, max_prompts)
 
 
 def generator_name(scenario, policy_path: str) -> str:

@@ -6,15 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 0.9
-    top_k: int = 40
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-    batch_size: int = 64
+from raydaa.config.scenario import SamplingConfig
 
 
 @dataclass
@@ -42,14 +34,24 @@ def render_prompts(prompts: list, tokenizer, conversational: bool) -> list[list[
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompt_ids: list[list[int]], config: SamplingConfig) -> Samples:
-    """Left-padded batches through `model.generate`; temperature 0 means greedy."""
+def sample(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    config: SamplingConfig,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Samples:
+    """Left-padded batches of `batch_size` prompts through `model.generate`, seeded by
+    `seed` (a scenario's `seed`); temperature 0 means greedy. `config` is any
+    SamplingConfig, e.g. a scenario's `generation` section."""
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    generator_seed = torch.Generator().manual_seed(config.seed)
+    generator_seed = torch.Generator().manual_seed(seed)
     completions: list[list[int]] = []
-    for start in range(0, len(prompt_ids), config.batch_size):
-        chunk = prompt_ids[start : start + config.batch_size]
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start : start + batch_size]
         width = max(len(p) for p in chunk)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])

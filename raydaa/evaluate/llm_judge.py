@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from raydaa.config.judge_prompts import get_template
 from raydaa.evaluate.judge_cache import JudgmentCache, default_cache_path, judgment_key
-from raydaa.evaluate.judge_prompts import get_template
 
 # The verdict line; tolerates markdown bold/quotes and "Assistant A". The last one counts
 # (the explanation may quote the format before the verdict).

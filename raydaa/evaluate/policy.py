@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from raydaa.evaluate.generation import SamplingConfig, render_prompts, sample
+from raydaa.evaluate.benchmarks_export import (
+    benchmark_metrics,
+    benchmark_prompts_path,
+    export_benchmarks,
+    generator_name,
+)
+from raydaa.evaluate.generation import render_prompts, sample
 from raydaa.evaluate.judges import build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates
+from raydaa.io import storage
 
 
 def on_eval_device(model):
@@ -29,11 +35,11 @@ def on_eval_device(model):
 
 def validation_rows(scenario) -> list[dict]:
     """The first `generation.num_prompts` validation pairs."""
-    from raydaa.train.stages import resolve_source
+    from raydaa.data.sources import resolve_source
 
     rows = resolve_source(scenario.data.validation, scenario.data.validation_split)
     if isinstance(rows, str):
-        from raydaa.data import load_rows
+        from raydaa.data.sources import load_rows
 
         rows, _ = load_rows(rows, split=scenario.data.validation_split)
     rows = list(rows)
@@ -43,17 +49,6 @@ def validation_rows(scenario) -> list[dict]:
 def chosen_text(row: dict) -> str:
     chosen = row["chosen"]
     return chosen if isinstance(chosen, str) else chosen[-1]["content"]
-
-
-def sampling_config(scenario) -> SamplingConfig:
-    g = scenario.generation
-    return SamplingConfig(
-        temperature=g.temperature,
-        top_k=g.top_k,
-        top_p=g.top_p,
-        max_new_tokens=g.max_new_tokens,
-        seed=scenario.seed,
-    )
 
 
 def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> list[str]:
@@ -68,18 +63,15 @@ def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> li
         if data.get("prompt_ids") == prompt_ids:
             return data["texts"]
     model = on_eval_device(pretrained_model(reference_path, dtype=torch.float32))
-    samples = sample(model, tokenizer, prompt_ids, sampling_config(scenario))
-    tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")  # concurrent trials
-    tmp.write_text(json.dumps({"prompt_ids": prompt_ids, "texts": samples.texts}))
-    tmp.rename(cache)
+    samples = sample(model, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed)
+    storage.write_text(cache, json.dumps({"prompt_ids": prompt_ids, "texts": samples.texts}))
     return samples.texts
 
 
 def judged_rows(judge) -> list[dict]:
     """The first `judge.num_prompts` rows of `judge.prompts` (TL;DR: the golden validation
     summaries), each checked for the keys the judge needs."""
-    from raydaa.data import load_rows
-    from raydaa.train.stages import resolve_source
+    from raydaa.data.sources import load_rows, resolve_source
 
     rows = resolve_source(judge.prompts, judge.prompts_split)
     if isinstance(rows, str):
@@ -115,13 +107,8 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
     are added beside the fixed keys."""
     from raydaa.config.scenario import BENCHMARKS
-    from raydaa.evaluate.benchmarks_export import (
-        benchmark_metrics,
-        benchmark_prompts_path,
-        export_benchmarks,
-        generator_name,
-    )
-    from raydaa.train.stages import load_tokenizer, pretrained_model
+    from raydaa.data.tokenize import load_tokenizer
+    from raydaa.train.stages import pretrained_model
 
     start = time.perf_counter()
     config = scenario.judge
@@ -148,15 +135,16 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         )
 
     policy = on_eval_device(pretrained_model(policy_path, dtype=torch.float32)).eval()
-    samples = sample(policy, tokenizer, prompt_ids, sampling_config(scenario))
+    samples = sample(policy, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed)
     pad = tokenizer.pad_token_id
     pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad)
     if judge is not None:
-        answers = (
-            samples.texts[: len(judged)]
-            if config.prompts is None
-            else sample(policy, tokenizer, judged_ids, sampling_config(scenario)).texts
-        )
+        if config.prompts is None:
+            answers = samples.texts[: len(judged)]
+        else:
+            answers = sample(
+                policy, tokenizer, judged_ids, scenario.generation, seed=scenario.seed
+            ).texts
     outcomes = []
     if benchmarks:
         out_dir = Path(policy_path).parent / "benchmarks"

@@ -73,7 +73,14 @@ class RewardModelJudge:
     ) -> list[float]:
         candidate, baseline = self.scores(prompts, candidates), self.scores(prompts, baselines)
         self.stats = {"judge_mean_reward_margin": float((candidate - baseline).mean())}
+        # The same answer ties with itself exactly: batched scores of one text padded to
+        # different widths can differ in their last bits.
         return [
-            1.0 if c > b else 0.0 if c < b else 0.5
-            for c, b in zip(candidate.tolist(), baseline.tolist(), strict=True)
+            0.5 if same else 1.0 if c > b else 0.0 if c < b else 0.5
+            for c, b, same in zip(
+                candidate.tolist(),
+                baseline.tolist(),
+                [c == b for c, b in zip(candidates, baselines, strict=True)],
+                strict=True,
+            )
         ]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 
-def connect_ray(address: str | None) -> None:
-    """Join `--address` / $RAY_ADDRESS, or start a local Ray; print the dashboard URL."""
+def connect_ray(address: str | None) -> str | None:
+    """Join `--address` / $RAY_ADDRESS, or start a local Ray; print and return the
+    dashboard URL (None when the dashboard is not running)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     context = ray.init(
         # "local": a fresh Ray, never silently one that happens to run on this machine
         # (on a cluster's head: --address auto, or RAY_ADDRESS as `ray job submit` sets it)
@@ -25,3 +26,4 @@ def connect_ray(address: str | None) -> None:
         + (f", dashboard http://{url}" if url else ", dashboard not running"),
         flush=True,
     )
+    return f"http://{url}" if url else None

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from raydaa.core.losses import LossConfig
+from raydaa.core.methods import LossConfig
 from raydaa.io import storage
 
 _ARROW_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string()}

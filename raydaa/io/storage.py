@@ -92,26 +92,35 @@ def read_text(path: str | Path) -> str | None:
         return f.read().decode()
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Atomic for readers: a directory gets a unique temporary file renamed into place
-    (rename is atomic on POSIX and NFS); an object store publishes an object only once
-    its upload completes, so the object is written directly."""
+def write_bytes(path: str | Path, data: bytes | str) -> str:
+    """The one atomic writer: a reader (a browser, another trial, a report rebuild) sees the
+    old file or the new one, never half of either. A directory gets a unique temporary
+    file in the target's folder, flushed to disk and renamed into place (atomic on POSIX
+    and NFS; two writers of one path both leave a complete file); an object store
+    publishes an object only once its upload completes, so it is written directly."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     fs, inner = filesystem(path)
-    parent = inner.rsplit("/", 1)[0]
+    parent, name = inner.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
     if is_uri(path):
         with fs.open_output_stream(inner) as f:
-            f.write(data)
-        return
-    name = inner.rsplit("/", 1)[1]
-    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, inner)
+            f.write(payload)
+        return str(path)
+    tmp = Path(parent) / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, inner)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return inner
 
 
-def write_text(path: str | Path, text: str) -> None:
-    write_bytes(path, text.encode())
+def write_text(path: str | Path, text: str) -> str:
+    return write_bytes(path, text)
 
 
 def list_files(directory: str | Path, suffix: str = "") -> list[str]:

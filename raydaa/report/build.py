@@ -17,22 +17,17 @@ every file atomically:
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from raydaa.cli.options import add_location_options
 from raydaa.io import storage
-from raydaa.io.results_store import store_root
 from raydaa.report import tables
 from raydaa.report.analysis import Analysis, analyse
-from raydaa.report.files import write_atomic
 from raydaa.report.plots import charts, render_html, render_png
-from raydaa.report.select import ReportError, load_rows
+from raydaa.report.select import load_rows
 
 PLOTLY_JS = {"directory": "directory", "inline": True, "cdn": "cdn"}
 
@@ -126,7 +121,7 @@ def render_markdown(analysis: Analysis, scenario: str, store: str, figures: list
 
 class Sink:
     """Where the report's files go: a local directory (each file written to a temporary
-    name and renamed, `write_atomic`) or an object-store prefix (an object appears only
+    name and renamed) or an object-store prefix (an object appears only
     once its upload completes)."""
 
     def __init__(self, out: str) -> None:
@@ -138,10 +133,7 @@ class Sink:
         return storage.join(self.out, name)
 
     def write(self, name: str, data: str | bytes) -> str:
-        if storage.is_uri(self.out):
-            storage.write_bytes(self.path(name), data.encode() if isinstance(data, str) else data)
-        else:
-            write_atomic(self.path(name), data)
+        storage.write_bytes(self.path(name), data)
         return self.path(name)
 
     def size(self, name: str) -> int | None:
@@ -166,6 +158,10 @@ def build_report(
 ) -> list[str]:
     """Read the store, write every report file (report.md last); returns their storage
     paths. `results` and `out` are directories or s3:// / gs:// URIs."""
+    # here, not at the top: raydaa.io.results_store imports torch (via raydaa.core.losses),
+    # which `raydaa report --help` and `write_report` (rows given) do not need
+    from raydaa.io.results_store import store_root
+
     if plotly_js not in PLOTLY_JS:
         raise ValueError(f"plotly_js: {plotly_js!r}; expected one of {list(PLOTLY_JS)}")
     rows = load_rows(results, scenario)
@@ -200,40 +196,3 @@ def write_report(
     written.append(sink.write("report.md", markdown))
     return written
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="raydaa report",
-        description=(
-            "Tables (paper Tables 2 and 7), Pareto fronts (Figures 3 and 6), the β-sensitivity "
-            "plot (Figure 1) and KL-β rank correlations from a scenario's results store."
-        ),
-    )
-    add_location_options(parser, address=False)
-    parser.add_argument(
-        "--out", default=None, help="output directory (default: <results>/<scenario>/report)"
-    )
-    parser.add_argument(
-        "--plotly-js",
-        choices=tuple(PLOTLY_JS),
-        default="directory",
-        help="how the HTML pages load plotly.js: directory (one plotly.min.js beside them, "
-        "offline), inline (self-contained, ~4.8 MB each), cdn (needs the network)",
-    )
-    args = parser.parse_args(argv)
-    scenario = args.scenario
-    if scenario.endswith((".yaml", ".yml")):
-        from raydaa.config.scenario import ConfigError, load_scenario
-
-        try:
-            scenario = load_scenario(scenario).name
-        except ConfigError as err:
-            parser.error(str(err))
-    try:
-        written = build_report(args.results, scenario, args.out, args.plotly_js)
-    except ReportError as err:
-        print(f"raydaa report: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written)} files to {written[-1].rsplit('/', 1)[0]}")
-    print(f"report: {written[-1]}")
-    return 0

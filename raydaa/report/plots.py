@@ -63,7 +63,7 @@ def _value(row: Row, key: str) -> float:
 
 
 def _method_color(name: str) -> str:
-    from raydaa.core.losses import METHODS
+    from raydaa.core.methods import METHODS
 
     return _PALETTE[METHODS.index(name.removesuffix("+sft")) % len(_PALETTE)]
 

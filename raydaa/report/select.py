@@ -64,7 +64,7 @@ def load_rows(results: str | Path, scenario: str) -> list[Row]:
 
 def kind_of(method: str, where: object = "") -> str:
     """pairwise / pointwise, from the loss registry."""
-    from raydaa.core.losses import METHOD_SPECS
+    from raydaa.core.methods import METHOD_SPECS
 
     spec = METHOD_SPECS.get(method)
     if spec is None:
@@ -87,7 +87,7 @@ def method_of(variant_name: str) -> str:
 def variant_order(names: set[str] | list[str]) -> list[str]:
     """Pairwise methods first, then pointwise (the paper's Table 2), registry order within,
     a method's single-stage variant right after it."""
-    from raydaa.core.losses import METHODS
+    from raydaa.core.methods import METHODS
 
     def key(name: str) -> tuple:
         method = method_of(name)

@@ -17,34 +17,6 @@ from typing import Any
 from raydaa.io import storage
 
 
-def _trial_name(trial) -> str:
-    from raydaa.sweep.telemetry import trial_name
-
-    return trial_name(trial.config, trial.trial_id)
-
-
-def points_sweep(configs: list[dict], at_once: int, name_creator=None):
-    """(param_space, TuneConfig) whose trials are exactly `configs`, at most `at_once`
-    running. The limit goes to the generator itself: Tune ignores TuneConfig's
-    max_concurrent_trials next to a BasicVariantGenerator (it only warns); a 24-trial sweep
-    then started every trial at once and ran a 24 GiB node out of memory."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    # Every key a choice over the values the points use: each point is a valid preset.
-    keys = sorted({k for c in configs for k in c})
-    param_space = {k: tune.choice(list(dict.fromkeys(c.get(k) for c in configs))) for k in keys}
-    names = {"trial_name_creator": name_creator, "trial_dirname_creator": name_creator}
-    tune_config = tune.TuneConfig(
-        search_alg=BasicVariantGenerator(
-            points_to_evaluate=[dict(c) for c in configs], max_concurrent=at_once
-        ),
-        num_samples=len(configs),
-        **(names if name_creator else {}),
-    )
-    return param_space, tune_config
-
-
 class RayRunner:
     """Joins Ray (`address`, $RAY_ADDRESS, or a local Ray) only when something runs, so a
     study whose sweeps are all in the store only reads it."""
@@ -68,7 +40,7 @@ class RayRunner:
     def evaluate_reference(self, scenario, record: dict[str, Any]) -> dict[str, Any]:
         """The reference judged as a policy of its own (KL 0 by construction), as a trial's
         policy is: here on CPU scenarios, as a one-GPU Ray task on GPU ones."""
-        from raydaa.sweep.search import evaluate_trial
+        from raydaa.sweep.trial import evaluate_trial
 
         if scenario.resources.use_gpu:
             self._connect()
@@ -79,37 +51,34 @@ class RayRunner:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         from ray import tune
 
-        from raydaa.core.losses import get_spec
+        from raydaa.core.methods import METHOD_SPECS
         from raydaa.sweep.report_refresh import ReportRefreshCallback
-        from raydaa.sweep.search import ResultsStoreCallback, concurrency, trial_driver
+        from raydaa.sweep.search import concurrency
+        from raydaa.sweep.tuner import (
+            points_sweep,
+            sweep_run_config,
+            sweep_trainable,
+            tune_trial_name,
+        )
         from raydaa.train.stages import prepare_alignment
 
         self._connect()
-        shared = prepare_alignment(
+        inputs = prepare_alignment(
             scenario,
             results=results,
-            needs_reference=any(get_spec(c["method"]).needs_reference for c in configs),
+            needs_reference=any(METHOD_SPECS[c["method"]].needs_reference for c in configs),
         )
-        trainable = tune.with_resources(
-            tune.with_parameters(trial_driver, scenario=scenario, shared=shared, results=results),
-            {"CPU": 0, "memory": 256 * 2**20},  # as raydaa search: the Train workers hold the CPUs
-        )
+        trainable = sweep_trainable(scenario, inputs, results)
         param_space, tune_config = points_sweep(
-            configs, self.max_concurrent_trials or concurrency(scenario), _trial_name
+            configs, self.max_concurrent_trials or concurrency(scenario), tune_trial_name
         )
-        run_config = tune.RunConfig(
-            name=f"study-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=storage.join(results, scenario.name, "tune"),
-            progress_reporter=tune.CLIReporter(
-                parameter_columns={"method": "method", "beta": "β", "lr": "lr", "lambda_": "λ"},
-                metric_columns={"status": "status", "quality": "quality", "kl": "KL"},
-                max_report_frequency=30,
-            ),
-            failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[
-                ResultsStoreCallback(results, scenario),
-                ReportRefreshCallback(results, scenario.name),
-            ],
+        run_config = sweep_run_config(
+            f"study-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage.join(results, scenario.name, "tune"),
+            results,
+            scenario,
+            callbacks=[ReportRefreshCallback(results, scenario.name)],
+            method_column=True,
         )
         tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config

@@ -13,7 +13,7 @@ points each kind holds (the paper: pairwise methods dominate it on the 8B model)
 
 from __future__ import annotations
 
-from raydaa.core.losses import METHODS
+from raydaa.core.methods import METHODS
 from raydaa.report import tables
 from raydaa.report.analysis import Analysis, analyse
 from raydaa.report.pareto import pareto_mask

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from raydaa.core.losses import METHOD_SPECS, METHODS
+from raydaa.core.methods import METHOD_SPECS, METHODS
 from raydaa.report import tables
 from raydaa.report.plots import Chart, Series, _method_color
 from raydaa.report.select import KINDS, Row, best_row

@@ -34,14 +34,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from raydaa.io import storage
 
 LOSSES = ("pairwise", "pointwise")
 HIDDEN_SIZES = (1, 3)
@@ -162,7 +162,7 @@ class MLPBatch:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class ToySettings:
     epochs: int = 20
     """Passes over the 1600 training triplets (the appendix does not say)."""
     batch_size: int = 64
@@ -173,7 +173,7 @@ class TrainSettings:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self}")
 
 
-DEFAULT_SETTINGS = TrainSettings()
+DEFAULT_SETTINGS = ToySettings()
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def train_runs(
     lr: float,
     betas: Sequence[float],
     seeds: Sequence[int],
-    settings: TrainSettings = DEFAULT_SETTINGS,
+    settings: ToySettings = DEFAULT_SETTINGS,
 ) -> tuple[RunResults, MLPBatch]:
     """Train len(betas) × len(seeds) MLPs at once; model (i, j) uses betas[i] and seeds[j].
 
@@ -354,17 +354,6 @@ def grid_table(rows: Sequence[ConfigResult]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Unique temporary name, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _csv_bytes(rows: Sequence[ConfigResult]) -> bytes:
     buf = io.StringIO()
     fields = list(ConfigResult.__dataclass_fields__)
@@ -454,8 +443,8 @@ def write_report(rows: Sequence[ConfigResult], out: Path, header: str = "") -> d
         + grid_table(rows)
         + "\n"
     )
-    _write_atomically(paths["markdown"], markdown.encode())
-    _write_atomically(paths["grid_csv"], _csv_bytes(rows))
-    _write_atomically(paths["best_csv"], _csv_bytes(best))
-    _write_atomically(paths["plot"], plot_png(best, f" ({runs[-1]} runs per config)"))
+    storage.write_bytes(paths["markdown"], markdown.encode())
+    storage.write_bytes(paths["grid_csv"], _csv_bytes(rows))
+    storage.write_bytes(paths["best_csv"], _csv_bytes(best))
+    storage.write_bytes(paths["plot"], plot_png(best, f" ({runs[-1]} runs per config)"))
     return paths

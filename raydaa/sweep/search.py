@@ -1,12 +1,14 @@
 """`raydaa search`: Ray Tune (grid or Optuna) over one method's space in one scenario.
 
     shared once    reference policy (SFT), tokenized preference data, reference cache
-    per trial      trial_driver: one Ray Train TorchTrainer (named like the trial,
+    per trial      trial.trial_driver: one Ray Train TorchTrainer (named like the trial,
                    `dpo-b0.1-lr1e-06-<trial id>`), then evaluation (quality, KL)
-                   -> tune.report; live raydaa_* metrics (raydaa/telemetry.py)
-    per result     ResultsStoreCallback: one row per trial in the results store
+                   -> tune.report; live raydaa_* metrics (telemetry.py)
+    per result     callbacks.ResultsStoreCallback: one row per trial in the results store;
+                   and the callbacks the command hands in (the report refresh)
 
-`results` is a storage path every node sees (raydaa/storage.py): a directory (local, or
+The Tuner itself is built by tuner.py, as for `raydaa study`.
+`results` is a storage path every node sees (raydaa/io/storage.py): a directory (local, or
 NFS/EFS on a cluster) or s3:// / gs://. Trials receive only storage paths.
 
 The Optuna study lives in SQLite under the results directory (or any `--optuna-storage`
@@ -15,180 +17,19 @@ URL), named `<scenario>-<method>-<setup>`, so `optuna-dashboard sqlite:///...` o
 
 from __future__ import annotations
 
-import math
 import os
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from ray import tune
 
 from raydaa.config.defaults import DEFAULT_RESULTS
-from raydaa.config.search_space import CONFIG_KEYS, AlignConfig
+from raydaa.core.methods import METHOD_SPECS
 from raydaa.io import storage
-from raydaa.io.results_store import read_row, store_root, write_row
-from raydaa.sweep.report_refresh import ReportRefreshCallback
-from raydaa.sweep.telemetry import TrainMetricsCallback, record_trial, trial_name
+from raydaa.io.results_store import store_root
+from raydaa.sweep.tuner import sweep_run_config, sweep_trainable, trial_names
 from raydaa.train.stages import scenario_root
-
-
-def trial_driver(config: dict[str, Any], *, scenario, shared: dict[str, Any], results: str) -> None:
-    """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
-    configuration: a failed or diverged run is reported with its reason."""
-    from raydaa.train.stages import run_alignment
-
-    trial_id = tune.get_context().get_trial_id()
-    name = trial_name(config, trial_id)
-    done = read_row(results, scenario.name, str(config["method"]), trial_id)
-    if done is not None and done["status"] in ("finished", "diverged"):
-        # Its row was written, but the sweep was killed before Tune saved that it ended:
-        # --resume starts it again. Report the stored row instead of training anew.
-        tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
-        return
-    tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
-    align = AlignConfig.from_config(config)
-    start = time.perf_counter()
-    # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
-    run = run_alignment(
-        scenario, align, shared, results=results, name=name, callbacks=[TrainMetricsCallback(tags)]
-    )
-    final = run.final
-    metrics: dict[str, Any] = {
-        "status": run.status if run.status != "stopped" else "failed",
-        "error": run.error or "",
-        "final_loss": final.get("loss", math.nan),
-        "reward_accuracy": final.get("rewards/accuracy", math.nan),
-        "diverged_step": final.get("diverged_step", -1),
-        # counted since step 0 even when workers were restarted from a checkpoint
-        "tokens_seen": final.get("tokens_seen", sum(h.get("tokens", 0) for h in run.history)),
-        "checkpoint_path": run.path or "",
-        "node_id": run.node_id or "",
-        "hostname": run.hostname or "",
-        "reference_path": shared["reference"]["path"],
-        "reference_cache": shared["cache"] or "",
-        "quality": math.nan,
-        "quality_low": math.nan,
-        "quality_high": math.nan,
-        "kl": math.nan,
-        "kl_low": math.nan,
-        "kl_high": math.nan,
-        "kl_k3": math.nan,
-    }
-    if run.status == "finished":
-        try:
-            metrics |= evaluate_trial(run.path, shared["reference"]["path"], scenario)
-        except Exception as err:  # the trained model stays on disk; the row says why
-            metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
-    metrics["device_seconds"] = (time.perf_counter() - start) * max(
-        1, scenario.resources.num_workers
-    )
-    tune.report(metrics)
-
-
-REUSED = "reused_row"
-"""Set on a result that re-reports a trial's stored row (a rerun after a killed sweep)."""
-RESULT_KEYS = (
-    "quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3",
-    "final_loss", "reward_accuracy", "tokens_seen", "device_seconds", "checkpoint_path",
-    "diverged_step", "node_id", "hostname", "reference_path", "reference_cache",
-)
-"""What a trial reports and its store row keeps, besides its config, status and error."""
-
-
-def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
-    import ray
-
-    from raydaa.evaluate.policy import evaluate_policy
-
-    # transformers reads local files: object-store paths are copied to this node
-    metrics = evaluate_policy(storage.local_copy(policy), storage.local_copy(reference), scenario)
-    # GPUs Ray reserved for this evaluation (0 when it runs in the trial's process)
-    return metrics | {"eval_gpus": len(ray.get_gpu_ids()) if ray.is_initialized() else 0}
-
-
-def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:
-    """Evaluate a trained policy. On CPU scenarios, in the trial's own process. On GPU
-    scenarios, as a Ray task asking for one GPU: the trial's driver holds no GPU (its
-    workers' GPUs are free again once training ends), and sampling an 8B model on a CPU
-    would take hours. "DEFAULT" scheduling takes the task out of the trial's placement
-    group, which has no GPU bundle."""
-    if not scenario.resources.use_gpu:
-        return _evaluate_local(policy, reference, scenario)
-    import ray
-
-    task = ray.remote(_evaluate_local).options(
-        num_gpus=1,
-        num_cpus=1,
-        scheduling_strategy="DEFAULT",
-        name=f"evaluate:{PurePosixPath(policy).name}",
-    )
-    return ray.get(task.remote(policy, reference, scenario))
-
-
-def _trial_name(trial) -> str:
-    return trial_name(trial.config, trial.trial_id)
-
-
-class ResultsStoreCallback(tune.Callback):
-    """Writes each trial's row when it completes, or when it errors (its reason kept)."""
-
-    def __init__(self, results: str, scenario) -> None:
-        self.results, self.scenario = results, scenario
-
-    def _row(
-        self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
-    ) -> dict:
-        row = _config_row(trial.config)
-        row |= {k: result.get(k) for k in RESULT_KEYS}
-        if row.get("diverged_step") == -1:
-            row["diverged_step"] = None
-        row["epochs"] = row["epochs"] or self.scenario.align.epochs
-        return row | {
-            "trial_id": trial.trial_id,
-            "scenario": self.scenario.name,
-            "seed": self.scenario.seed,
-            "status": status or result.get("status", "failed"),
-            "error": error or result.get("error", ""),
-        }
-
-    def _write(self, trial, row: dict) -> None:
-        write_row(self.results, self.scenario.name, row)
-        # Recorded here, in the sweep's driver, which outlives every trial's processes.
-        tags = {"scenario": self.scenario.name, "method": str(row["method"])}
-        record_trial(tags | {"trial": trial_name(trial.config, trial.trial_id)}, row)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if (trial.last_result or {}).get(REUSED):
-            return  # its row is in the store already, as it was written
-        self._write(trial, self._row(trial, trial.last_result or {}))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._write(
-            trial, self._row(trial, trial.last_result or {}, "failed", _error_reason(trial))
-        )
-
-
-def _config_row(config: dict[str, Any]) -> dict[str, Any]:
-    """The row's config columns: exactly what the loss ran with (defaults resolved); a
-    config the loss refused is kept as given (its trial failed with the reason)."""
-    try:
-        return AlignConfig.from_config(config).as_dict()
-    except (KeyError, TypeError, ValueError):
-        return {k: config.get(k) for k in CONFIG_KEYS}
-
-
-def _error_reason(trial) -> str:
-    """The exception's last line from Tune's error file (the row should say why, not where),
-    with the file's path for the full traceback."""
-    path = getattr(trial, "error_file", None)
-    if not path:
-        return "trial driver crashed"
-    try:
-        lines = [ln for ln in open(path, encoding="utf-8").read().splitlines() if ln.strip()]
-    except OSError:
-        return f"trial driver crashed (traceback: {path})"
-    return f"{lines[-1].strip() if lines else 'trial driver crashed'} (traceback: {path})"
 
 
 def check_reference_init(record: dict[str, Any], init: str, settings, root: str) -> None:
@@ -245,8 +86,10 @@ def concurrency(scenario) -> int:
     return max(1, fits)
 
 
-def run_search(settings: SearchSettings) -> dict[str, Any]:
-    """Prepare what trials share, then run (or resume) the sweep; returns where things are."""
+def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
+    """Prepare what trials share, then run (or resume) the sweep; returns where things are.
+    `callbacks` run after each trial's row is written (the command hands in the report
+    refresh)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -256,7 +99,6 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
 
     from raydaa.config.scenario import load_scenario
     from raydaa.config.search_space import load_method_space
-    from raydaa.core.losses import get_spec
     from raydaa.train.stages import prepare_alignment, reference_record, run_sft
 
     scenario = load_scenario(settings.scenario)
@@ -275,39 +117,19 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     print(
         f"preparing preference data and the reference cache for {space.size} trials ...", flush=True
     )
-    shared = prepare_alignment(
-        scenario, results=results, needs_reference=get_spec(settings.method).needs_reference
+    inputs = prepare_alignment(
+        scenario, results=results, needs_reference=METHOD_SPECS[settings.method].needs_reference
     )
 
     name = f"{settings.method}-{settings.setup}-{settings.mode}"
     storage_path = settings.storage or storage.join(root, "tune")
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, scenario=scenario, shared=shared, results=results),
-        # The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune
-        # needs a non-empty request, so it asks for a little memory and no CPU.
-        {"CPU": 0, "memory": 256 * 2**20},
-    )
+    trainable = sweep_trainable(scenario, inputs, results)
     study_name = f"{scenario.name}-{settings.method}-{settings.setup}"
     # SQLite needs a filesystem: with object-store results the study needs its own URL.
     optuna_url = settings.optuna_storage or (
         None if storage.is_uri(results) else f"sqlite:///{root}/optuna.db"
     )
-    reporter = tune.CLIReporter(
-        parameter_columns={"beta": "β", "lr": "lr", "lambda_": "λ"},
-        metric_columns={"status": "status", "quality": "quality", "kl": "KL"},
-        max_report_frequency=30,
-    )
-    run_config = tune.RunConfig(
-        name=name,
-        storage_path=storage_path,
-        progress_reporter=reporter,
-        failure_config=tune.FailureConfig(max_failures=1),
-        # In this order: the report refresh reads the row the store callback just wrote.
-        callbacks=[
-            ResultsStoreCallback(results, scenario),
-            ReportRefreshCallback(results, scenario.name),
-        ],
-    )
+    run_config = sweep_run_config(name, storage_path, results, scenario, callbacks=callbacks)
     path = f"{storage_path.rstrip('/')}/{name}"
     resume = settings.resume and tune.Tuner.can_restore(path)
     if settings.resume and not resume:
@@ -319,7 +141,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         )
     else:
         at_once = settings.max_concurrent_trials or concurrency(scenario)
-        names = {"trial_name_creator": _trial_name, "trial_dirname_creator": _trial_name}
+        names = trial_names()
         if settings.mode == "grid":
             tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **names)
             param_space = space.tune_grid_space()

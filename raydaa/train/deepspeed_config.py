@@ -31,7 +31,7 @@ def build_deepspeed_config(settings: TrainSettings) -> dict[str, Any]:
             "type": "AdamW",
             "params": {
                 "lr": settings.lr,
-                "betas": list(settings.betas),
+                "betas": list(settings.adam_betas),
                 "eps": settings.eps,
                 "weight_decay": settings.weight_decay,
                 # FusedAdam is CUDA-only; torch's AdamW works on the CPU accelerator too.

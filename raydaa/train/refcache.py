@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
+from raydaa.config.scenario import WatchdogConfig
 from raydaa.core.logprobs import SequenceLogps, concatenated_forward
 from raydaa.io import storage
 from raydaa.train import phases
@@ -59,14 +60,8 @@ def cache_key(reference_fingerprint: str, data_fingerprint: str) -> str:
     return hashlib.sha256(f"{reference_fingerprint}:{data_fingerprint}".encode()).hexdigest()[:32]
 
 
-def _filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in storage:
-        return pafs.FileSystem.from_uri(storage)
-    return pafs.LocalFileSystem(), str(Path(storage).resolve())
-
-
-def cache_uri(storage: str, key: str) -> str:
-    return f"{storage.rstrip('/')}/refcache/{key}.parquet"
+def cache_uri(root: str, key: str) -> str:
+    return storage.join(root, "refcache", f"{key}.parquet")
 
 
 def _score_shard(
@@ -80,7 +75,7 @@ def _score_shard(
     (raydaa.train.phases.Beacon) hears the phase and the rows scored so far."""
     from transformers import AutoModelForCausalLM
 
-    from raydaa.data import PreferenceCollator
+    from raydaa.data.collators import PreferenceCollator
 
     if beacon is not None:
         beacon.phase(phases.MODEL_LOAD, f"reference {reference_dir}")
@@ -144,7 +139,9 @@ def compute_reference_logps(
         score.remote(rows[a:b], w) for a, b, w in zip(bounds[:-1], bounds[1:], who, strict=True)
     ]
     refs = list(pending)
-    limits = limits or Limits(1800.0, 1800.0)
+    if limits is None:  # the scenario's defaults
+        default = WatchdogConfig()
+        limits = Limits(default.startup_timeout_s, default.stall_timeout_s)
     watch = RunWatch(limits, who, started=time.monotonic())
     say(f"reference cache: scoring {len(rows)} pairs in {num_workers} Ray tasks ...")
     last_line, start = 0.0, time.monotonic()
@@ -168,19 +165,17 @@ def compute_reference_logps(
 
 
 def write_atomically(table: pa.Table, uri: str) -> None:
-    """Write to a unique temporary name, then rename: readers never see a partial file and
-    two writers of the same key both leave a complete one."""
-    fs, path = _filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp, filesystem=fs)
-    fs.move(tmp, path)
+    """Parquet through the one atomic writer: readers never see a partial file and two
+    writers of the same key both leave a complete one."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    storage.write_bytes(uri, buffer.getvalue().to_pybytes())
 
 
 def ensure_reference_cache(
     reference_dir: str | Path,
     prepared,
-    storage: str,
+    root: str,
     *,
     pad_token_id: int,
     num_workers: int = 2,
@@ -188,10 +183,10 @@ def ensure_reference_cache(
     limits: Limits | None = None,
 ) -> str:
     """The cache URI for (reference, data), computing and writing it only if it is missing.
-    `prepared` is a `raydaa.data.Prepared` preference set (its fingerprint keys the file)."""
+    `prepared` is a `raydaa.data.tokenize.Prepared` preference set (its fingerprint keys the file)."""
     key = cache_key(checkpoint_fingerprint(reference_dir), prepared.fingerprint)
-    uri = cache_uri(storage, key)
-    fs, path = _filesystem(uri)
+    uri = cache_uri(root, key)
+    fs, path = storage.filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         table = compute_reference_logps(
             reference_dir,
@@ -215,7 +210,7 @@ class ReferenceLogps:
 
     @classmethod
     def load(cls, uri: str) -> ReferenceLogps:
-        fs, path = _filesystem(uri)
+        fs, path = storage.filesystem(uri)
         table = pq.read_table(path, filesystem=fs)
         missing = set(COLUMNS) - set(table.column_names)
         if missing:

@@ -8,7 +8,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+from raydaa.config.scenario import (
+    WatchdogConfig,
+    check_attn_implementation,
+    check_batch_split,
+    check_checkpoint_every,
+    check_counts,
+    check_warmup_ratio,
+    check_watchdog_timeouts,
+    check_zero_stage,
+)
 
 
 @dataclass
@@ -30,8 +39,8 @@ class TrainSettings:
     lr: float = 1e-6
     """Peak learning rate, reached after warmup (the paper sweeps it per method, Table 4)."""
 
-    betas: tuple[float, float] = (0.9, 0.95)
-    """Adam betas of the paper's Table 4."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """Adam beta1, beta2 of the paper's Table 4 (not the DAA β of the search space)."""
 
     eps: float = 1e-8
     """Adam epsilon."""
@@ -82,11 +91,11 @@ class TrainSettings:
     cpus_per_worker: int = 1
     """Ray CPU reservation per worker; also torch's intra-op thread count there."""
 
-    startup_timeout_s: float = 1800.0
+    startup_timeout_s: float = WatchdogConfig.startup_timeout_s
     """Seconds from the run's start to its first step before the watchdog stops it
     (worker start, process group, op build, model and data load all count)."""
 
-    stall_timeout_s: float = 1800.0
+    stall_timeout_s: float = WatchdogConfig.stall_timeout_s
     """Seconds without a step or phase change, once training runs, before the watchdog
     stops it; above the longest checkpoint save (8B ZeRO-3 to shared storage: minutes)."""
 
@@ -94,33 +103,20 @@ class TrainSettings:
     """Merged last into the DeepSpeed config (e.g. ZeRO offload); keys as in DS docs."""
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        for name in ("total_steps", "global_batch_size", "micro_batch_size", "num_workers",
-                     "log_every", "cpus_per_worker"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        per_step = self.micro_batch_size * self.num_workers
-        if self.global_batch_size % per_step:
-            raise ValueError(
-                f"global_batch_size={self.global_batch_size} is not divisible by "
-                f"micro_batch_size*num_workers={self.micro_batch_size}*{self.num_workers}="
-                f"{per_step}; pick a global batch that is a multiple of {per_step}"
-            )
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if not (self.startup_timeout_s > 0 and self.stall_timeout_s > 0):
-            raise ValueError("startup_timeout_s and stall_timeout_s must be > 0")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, "
-                f"got {self.attn_implementation!r}"
-            )
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        # The rules these share with a scenario's sections live in raydaa.config.scenario;
+        # settings also come from plain dicts (Tune configs, tests), so they check themselves.
+        self.adam_betas = tuple(self.adam_betas)
+        counts = ("total_steps", "global_batch_size", "micro_batch_size", "num_workers",
+                  "log_every", "cpus_per_worker")
+        check_counts({name: getattr(self, name) for name in counts}, each=True)
+        check_batch_split(self.global_batch_size, self.micro_batch_size, self.num_workers)
+        check_zero_stage(self.zero_stage)
+        check_watchdog_timeouts(self.startup_timeout_s, self.stall_timeout_s)
+        check_attn_implementation(self.attn_implementation)
+        check_warmup_ratio(self.warmup_ratio)
         if not self.torch_adam and not self.use_gpu:
             raise ValueError("torch_adam=False selects DeepSpeed FusedAdam, which needs CUDA")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
+        check_checkpoint_every(self.checkpoint_every, none="None")
         if self.stop_after_steps is not None and not 1 <= self.stop_after_steps <= self.total_steps:
             raise ValueError(
                 f"stop_after_steps must be in [1, total_steps={self.total_steps}], "

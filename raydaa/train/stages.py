@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,10 +22,12 @@ from typing import Any
 
 import datasets
 
-from raydaa import data as data_lib
 from raydaa.config.defaults import DEFAULT_RESULTS
 from raydaa.config.scenario import RecipeConfig, Scenario
 from raydaa.config.search_space import AlignConfig
+from raydaa.data.collators import SFTCollator
+from raydaa.data.sources import resolve_source
+from raydaa.data.tokenize import Prepared, load_tokenizer, prepare_preferences, prepare_sft
 from raydaa.io import storage
 from raydaa.train.objectives import PreferenceObjective, SFTObjective
 from raydaa.train.refcache import ensure_reference_cache
@@ -34,25 +37,14 @@ from raydaa.train.refcache import ensure_reference_cache
 # ---------------------------------------------------------------------------------------
 
 
-def load_tokenizer(scenario: Scenario):
-    if scenario.model.builder == "tiny":
-        from raydaa.scenarios import build_tiny_tokenizer
-
-        return build_tiny_tokenizer()
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(scenario.model.hf_id)
-    if tokenizer.pad_token_id is None:  # Llama ships none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def base_model(scenario: Scenario, **load_kwargs):
-    """The scenario's stage-0 model: tiny's random init, or a pretrained HF checkpoint."""
-    if scenario.model.builder == "tiny":
-        from raydaa.scenarios import build_tiny_model
+    """The scenario's stage-0 model: a built-in one (raydaa.scenarios), or a pretrained HF
+    checkpoint."""
+    from raydaa.scenarios.assets import builtin_model
 
-        return build_tiny_model(seed=scenario.seed)
+    model = builtin_model(scenario)
+    if model is not None:
+        return model
     return pretrained_model(scenario.model.hf_id, **load_kwargs)
 
 
@@ -66,22 +58,9 @@ def pretrained_model(path: str, **load_kwargs):
     return AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
 
 
-def resolve_source(source: str, split: str):
-    """`tiny:<split>` -> the built-in dataset; anything else is passed to data.py."""
-    if source.startswith("tiny:"):
-        from raydaa.scenarios import tiny_datasets
-
-        name = source.split(":", 1)[1]
-        sets = tiny_datasets()
-        if name not in sets:
-            raise ValueError(f"unknown tiny dataset {name!r}; valid: {sorted(sets)}")
-        return sets[name]
-    return source
-
-
 def prepare(
     scenario: Scenario, which: str, tokenizer, *, fraction: float = 1.0
-) -> data_lib.Prepared:
+) -> Prepared:
     """Validated, tokenized data of the scenario: which in {"sft", "preference", "validation"}.
     Refuses (DataValidationError) above the bad-row threshold, with the full report."""
     cfg = scenario.data
@@ -89,7 +68,7 @@ def prepare(
     split = getattr(cfg, f"{which}_split")
     name = f"{scenario.name}:{which}"
     if which == "sft":
-        return data_lib.prepare_sft(
+        return prepare_sft(
             source,
             tokenizer,
             max_length=scenario.max_length,
@@ -98,12 +77,12 @@ def prepare(
             seed=scenario.seed,
             name=name,
         )
-    return data_lib.prepare_preferences(
+    return prepare_preferences(
         source, tokenizer, max_length=scenario.max_length, split=split, name=name
     )
 
 
-def saved_dataset(prepared: data_lib.Prepared, root: str | Path):
+def saved_dataset(prepared: Prepared, root: str | Path):
     """Save tokenized rows once under `root/data/<fingerprint>` (a storage path) and return
     a loader that workers call: the rows travel through storage, not through the pickled
     train config."""
@@ -154,7 +133,7 @@ def train_settings(
         "cpus_per_worker": res.cpus_per_worker,
         "use_gpu": res.use_gpu,
         "lr": lr,
-        "betas": recipe.adam_betas,
+        "adam_betas": recipe.adam_betas,
         "warmup_ratio": recipe.warmup_ratio,
         "grad_clip": recipe.grad_clip,
         "zero_stage": res.zero_stage,
@@ -325,7 +304,7 @@ def run_sft(
             model_fn=partial(base_model, scenario),
             loss_fn=SFTObjective(),
             dataset=saved_dataset(prepared, root),
-            collate_fn=data_lib.SFTCollator(tokenizer.pad_token_id),
+            collate_fn=SFTCollator(tokenizer.pad_token_id),
             progress=f"stage 1 (SFT {scenario.name})",
         )
         if stage.status != "finished" or stage.path is None:
@@ -351,9 +330,29 @@ def run_sft(
 # ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AlignmentInputs:
+    """What every trial of a scenario shares, computed once by `prepare_alignment` and
+    shipped to each trial (storage paths only: every node reads them)."""
+
+    reference: dict[str, Any]
+    """The registered reference record (`path`: the SFT checkpoint every trial starts from)."""
+    rows: int
+    """Preference pairs after validation."""
+    dataset: Callable[[], datasets.Dataset]
+    """Loads the tokenized preference data saved under the scenario's root."""
+    pad_token_id: int
+    cache: str | None = None
+    """URI of the reference log-prob cache; None when no method of the sweep needs it."""
+
+    @property
+    def reference_path(self) -> str:
+        return self.reference["path"]
+
+
 def prepare_alignment(
     scenario: Scenario, *, results: str | Path = DEFAULT_RESULTS, needs_reference: bool = True
-) -> dict[str, Any]:
+) -> AlignmentInputs:
     """Everything trials share, computed once: reference record, tokenized preference data
     (saved), and the reference log-prob cache when some method needs it."""
     ref = reference_record(results, scenario)
@@ -366,15 +365,9 @@ def prepare_alignment(
     prepared = prepare(scenario, "preference", tokenizer)
     root = scenario_root(results, scenario)
     prepare_engine(scenario)  # the trials' workers then find the ops built
-    shared = {
-        "reference": ref,
-        "rows": len(prepared.dataset),
-        "dataset": saved_dataset(prepared, root),
-        "pad_token_id": tokenizer.pad_token_id,
-        "cache": None,
-    }
+    cache = None
     if needs_reference:
-        shared["cache"] = ensure_reference_cache(
+        cache = ensure_reference_cache(
             ref["path"],
             prepared,
             root,
@@ -383,13 +376,19 @@ def prepare_alignment(
             use_gpu=scenario.resources.use_gpu,
             limits=watchdog_limits(scenario),
         )
-    return shared
+    return AlignmentInputs(
+        reference=ref,
+        rows=len(prepared.dataset),
+        dataset=saved_dataset(prepared, root),
+        pad_token_id=tokenizer.pad_token_id,
+        cache=cache,
+    )
 
 
 def run_alignment(
     scenario: Scenario,
     config: AlignConfig,
-    shared: dict[str, Any],
+    inputs: AlignmentInputs,
     *,
     results: str | Path = DEFAULT_RESULTS,
     name: str | None = None,
@@ -399,19 +398,19 @@ def run_alignment(
 ) -> StageResult:
     """Train the reference policy with one DAA configuration (the policy starts at π_ref).
     `callbacks`: Ray Train UserCallbacks (run in the Train controller)."""
-    from raydaa.data import PreferenceCollator
+    from raydaa.data.collators import PreferenceCollator
 
     objective = PreferenceObjective(
         config.loss,
-        reference_cache=shared["cache"],
-        pad_token_id=shared["pad_token_id"],
+        reference_cache=inputs.cache,
+        pad_token_id=inputs.pad_token_id,
     )
     recipe = (
         scenario.align
         if config.epochs is None
         else RecipeConfig(**{**scenario.align.__dict__, "epochs": config.epochs})
     )
-    settings = train_settings(scenario, recipe, shared["rows"], lr=config.lr, **setting_overrides)
+    settings = train_settings(scenario, recipe, inputs.rows, lr=config.lr, **setting_overrides)
     name = (
         name or f"{config.loss.method}-b{config.loss.beta:g}-lr{config.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -420,12 +419,12 @@ def run_alignment(
             settings,
             name=name,
             storage_path=storage.join(scenario_root(results, scenario), "runs"),
-            model_fn=partial(pretrained_model, shared["reference"]["path"]),
+            model_fn=partial(pretrained_model, inputs.reference_path),
             max_failures=scenario.resources.max_failures,
             callbacks=callbacks,
             loss_fn=objective,
-            dataset=shared["dataset"],
-            collate_fn=PreferenceCollator(shared["pad_token_id"]),
+            dataset=inputs.dataset,
+            collate_fn=PreferenceCollator(inputs.pad_token_id),
             progress=progress or name,
         )
     except Exception as err:  # a failed run is a result with its reason, not a crash

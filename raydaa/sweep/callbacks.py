@@ -1,0 +1,75 @@
+"""The Tune callback that writes each trial's row into the results store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from raydaa.config.search_space import CONFIG_KEYS, AlignConfig
+from raydaa.io.results_store import write_row
+from raydaa.sweep.telemetry import record_trial, trial_name
+from raydaa.sweep.trial import RESULT_KEYS, REUSED
+
+
+class ResultsStoreCallback(tune.Callback):
+    """Writes each trial's row when it completes, or when it errors (its reason kept)."""
+
+    def __init__(self, results: str, scenario) -> None:
+        self.results, self.scenario = results, scenario
+
+    def _row(
+        self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
+    ) -> dict:
+        row = _config_row(trial.config)
+        row |= {k: result.get(k) for k in RESULT_KEYS}
+        if row.get("diverged_step") == -1:
+            row["diverged_step"] = None
+        row["epochs"] = row["epochs"] or self.scenario.align.epochs
+        return row | {
+            "trial_id": trial.trial_id,
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "status": status or result.get("status", "failed"),
+            "error": error or result.get("error", ""),
+        }
+
+    def _write(self, trial, row: dict) -> None:
+        write_row(self.results, self.scenario.name, row)
+        # Recorded here, in the sweep's driver, which outlives every trial's processes.
+        tags = {"scenario": self.scenario.name, "method": str(row["method"])}
+        record_trial(tags | {"trial": trial_name(trial.config, trial.trial_id)}, row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if (trial.last_result or {}).get(REUSED):
+            return  # its row is in the store already, as it was written
+        self._write(trial, self._row(trial, trial.last_result or {}))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(
+            trial, self._row(trial, trial.last_result or {}, "failed", _error_reason(trial))
+        )
+
+
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    """The row's config columns: exactly what the loss ran with (defaults resolved); a
+    config the loss refused is kept as given (its trial failed with the reason)."""
+    try:
+        return AlignConfig.from_config(config).as_dict()
+    except (KeyError, TypeError, ValueError):
+        return {k: config.get(k) for k in CONFIG_KEYS}
+
+
+def _error_reason(trial) -> str:
+    """The exception's last line from Tune's error file (the row should say why, not where),
+    with the file's path for the full traceback."""
+    path = getattr(trial, "error_file", None)
+    if not path:
+        return "trial driver crashed"
+    try:
+        lines = [ln for ln in open(path, encoding="utf-8").read().splitlines() if ln.strip()]
+    except OSError:
+        return f"trial driver crashed (traceback: {path})"
+    return f"{lines[-1].strip() if lines else 'trial driver crashed'} (traceback: {path})"
+
+

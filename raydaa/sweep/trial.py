@@ -1,0 +1,113 @@
+"""One trial of a sweep: train one configuration (one Ray Train run), evaluate it, report
+once. Shared by `raydaa search` and `raydaa study`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import PurePosixPath
+from typing import Any
+
+from ray import tune
+
+from raydaa.config.search_space import AlignConfig
+from raydaa.io import storage
+from raydaa.io.results_store import read_row
+from raydaa.sweep.telemetry import TrainMetricsCallback, trial_name
+from raydaa.train.stages import AlignmentInputs
+
+
+def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, results: str) -> None:
+    """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
+    configuration: a failed or diverged run is reported with its reason."""
+    from raydaa.train.stages import run_alignment
+
+    trial_id = tune.get_context().get_trial_id()
+    name = trial_name(config, trial_id)
+    done = read_row(results, scenario.name, str(config["method"]), trial_id)
+    if done is not None and done["status"] in ("finished", "diverged"):
+        # Its row was written, but the sweep was killed before Tune saved that it ended:
+        # --resume starts it again. Report the stored row instead of training anew.
+        tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
+        return
+    tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
+    align = AlignConfig.from_config(config)
+    start = time.perf_counter()
+    # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
+    run = run_alignment(
+        scenario, align, inputs, results=results, name=name, callbacks=[TrainMetricsCallback(tags)]
+    )
+    final = run.final
+    metrics: dict[str, Any] = {
+        "status": run.status if run.status != "stopped" else "failed",
+        "error": run.error or "",
+        "final_loss": final.get("loss", math.nan),
+        "reward_accuracy": final.get("rewards/accuracy", math.nan),
+        "diverged_step": final.get("diverged_step", -1),
+        # counted since step 0 even when workers were restarted from a checkpoint
+        "tokens_seen": final.get("tokens_seen", sum(h.get("tokens", 0) for h in run.history)),
+        "checkpoint_path": run.path or "",
+        "node_id": run.node_id or "",
+        "hostname": run.hostname or "",
+        "reference_path": inputs.reference_path,
+        "reference_cache": inputs.cache or "",
+        "quality": math.nan,
+        "quality_low": math.nan,
+        "quality_high": math.nan,
+        "kl": math.nan,
+        "kl_low": math.nan,
+        "kl_high": math.nan,
+        "kl_k3": math.nan,
+    }
+    if run.status == "finished":
+        try:
+            metrics |= evaluate_trial(run.path, inputs.reference_path, scenario)
+        except Exception as err:  # the trained model stays on disk; the row says why
+            metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
+    metrics["device_seconds"] = (time.perf_counter() - start) * max(
+        1, scenario.resources.num_workers
+    )
+    tune.report(metrics)
+
+
+REUSED = "reused_row"
+"""Set on a result that re-reports a trial's stored row (a rerun after a killed sweep)."""
+RESULT_KEYS = (
+    "quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3",
+    "final_loss", "reward_accuracy", "tokens_seen", "device_seconds", "checkpoint_path",
+    "diverged_step", "node_id", "hostname", "reference_path", "reference_cache",
+)
+"""What a trial reports and its store row keeps, besides its config, status and error."""
+
+
+def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
+    import ray
+
+    from raydaa.evaluate.policy import evaluate_policy
+
+    # transformers reads local files: object-store paths are copied to this node
+    metrics = evaluate_policy(storage.local_copy(policy), storage.local_copy(reference), scenario)
+    # GPUs Ray reserved for this evaluation (0 when it runs in the trial's process)
+    return metrics | {"eval_gpus": len(ray.get_gpu_ids()) if ray.is_initialized() else 0}
+
+
+def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:
+    """Evaluate a trained policy. On CPU scenarios, in the trial's own process. On GPU
+    scenarios, as a Ray task asking for one GPU: the trial's driver holds no GPU (its
+    workers' GPUs are free again once training ends), and sampling an 8B model on a CPU
+    would take hours. "DEFAULT" scheduling takes the task out of the trial's placement
+    group, which has no GPU bundle."""
+    if not scenario.resources.use_gpu:
+        return _evaluate_local(policy, reference, scenario)
+    import ray
+
+    task = ray.remote(_evaluate_local).options(
+        num_gpus=1,
+        num_cpus=1,
+        scheduling_strategy="DEFAULT",
+        name=f"evaluate:{PurePosixPath(policy).name}",
+    )
+    return ray.get(task.remote(policy, reference, scenario))
+
+

@@ -1,0 +1,85 @@
+"""The one construction of a sweep's Tune pieces, for `raydaa search` and `raydaa study`:
+the trainable (the trial driver with what trials share), the RunConfig (progress table,
+failure policy, results-store callback first), trial names, and the explicit-points
+search a study uses when its sweep is not a product grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ray import tune
+
+from raydaa.sweep.callbacks import ResultsStoreCallback
+from raydaa.sweep.telemetry import trial_name
+from raydaa.sweep.trial import trial_driver
+from raydaa.train.stages import AlignmentInputs
+
+# The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune needs
+# a non-empty request, so it asks for a little memory and no CPU.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+
+
+def sweep_trainable(scenario, inputs: AlignmentInputs, results: str):
+    return tune.with_resources(
+        tune.with_parameters(trial_driver, scenario=scenario, inputs=inputs, results=results),
+        DRIVER_RESOURCES,
+    )
+
+
+def tune_trial_name(trial) -> str:
+    """`dpo-b0.1-lr1e-06-<trial id>`: the trial's name, its directory and its Train run."""
+    return trial_name(trial.config, trial.trial_id)
+
+
+def trial_names() -> dict[str, Any]:
+    """TuneConfig keywords that name trials and their directories readably."""
+    return {"trial_name_creator": tune_trial_name, "trial_dirname_creator": tune_trial_name}
+
+
+def sweep_run_config(
+    name: str,
+    storage_path: str,
+    results: str,
+    scenario,
+    *,
+    callbacks: Sequence[tune.Callback] = (),
+    method_column: bool = False,
+) -> tune.RunConfig:
+    """The results store writes each trial's row first; `callbacks` run after it, in order
+    (the report refresh reads the row just written)."""
+    parameters = {"beta": "β", "lr": "lr", "lambda_": "λ"}
+    reporter = tune.CLIReporter(
+        parameter_columns={"method": "method", **parameters} if method_column else parameters,
+        metric_columns={"status": "status", "quality": "quality", "kl": "KL"},
+        max_report_frequency=30,
+    )
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        progress_reporter=reporter,
+        failure_config=tune.FailureConfig(max_failures=1),
+        callbacks=[ResultsStoreCallback(results, scenario), *callbacks],
+    )
+
+
+def points_sweep(configs: list[dict], at_once: int, name_creator=None):
+    """(param_space, TuneConfig) whose trials are exactly `configs`, at most `at_once`
+    running. The limit goes to the generator itself: Tune ignores TuneConfig's
+    max_concurrent_trials next to a BasicVariantGenerator (it only warns); a 24-trial sweep
+    then started every trial at once and ran a 24 GiB node out of memory."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Every key a choice over the values the points use: each point is a valid preset.
+    keys = sorted({k for c in configs for k in c})
+    param_space = {k: tune.choice(list(dict.fromkeys(c.get(k) for c in configs))) for k in keys}
+    names = {"trial_name_creator": name_creator, "trial_dirname_creator": name_creator}
+    tune_config = tune.TuneConfig(
+        search_alg=BasicVariantGenerator(
+            points_to_evaluate=[dict(c) for c in configs], max_concurrent=at_once
+        ),
+        num_samples=len(configs),
+        **(names if name_creator else {}),
+    )
+    return param_space, tune_config
