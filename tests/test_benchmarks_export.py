@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from raydaa.config.scenario import JudgeConfig
+from raydaa.config.evaluation import JudgeConfig
 from raydaa.evaluate.benchmarks_export import (
     alpaca_eval_records,
     arena_hard_records,
@@ -148,7 +148,8 @@ def test_evaluating_on_benchmarks_exports_both_and_decodes_arena_hard_greedily(
     """A tiny policy judged by alpaca_eval (+ arena_hard), no alpaca_eval CLI: quality is
     NaN, both exports are written, Arena-Hard answers are the policy's greedy answers
     (greedy_benchmarks), and KL is measured as usual (policy = reference -> 0)."""
-    from raydaa.config.scenario import SamplingConfig, load_scenario
+    from raydaa.config.evaluation import SamplingConfig
+    from raydaa.config.scenario import load_scenario
     from raydaa.evaluate.generation import render_prompts, sample
     from raydaa.evaluate.policy import evaluate_policy
     from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer

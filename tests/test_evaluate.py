@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from raydaa.config.scenario import SamplingConfig
+from raydaa.config.evaluation import SamplingConfig
 from raydaa.evaluate.generation import render_prompts, sample
 from raydaa.evaluate.judges import GoldJudge, build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates, mean_interval

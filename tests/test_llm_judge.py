@@ -3,8 +3,10 @@
 import pytest
 from judge_server import JudgeServer
 
+from raydaa.config.evaluation import JudgeConfig
 from raydaa.config.judge_prompts import TLDR_SIDE_BY_SIDE
-from raydaa.config.scenario import ConfigError, JudgeConfig, load_scenario, search_spaces_dir
+from raydaa.config.loading import ConfigError
+from raydaa.config.scenario import load_scenario, search_spaces_dir
 from raydaa.evaluate.judges import build_judge
 from raydaa.evaluate.llm_judge import (
     Endpoint,

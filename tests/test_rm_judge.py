@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from raydaa.config.scenario import JudgeConfig
+from raydaa.config.evaluation import JudgeConfig
 from raydaa.evaluate.judges import build_judge
 from raydaa.evaluate.rm_judge import RewardModelJudge
 from raydaa.scenarios import build_tiny_tokenizer

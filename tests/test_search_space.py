@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydaa.config.scenario import (
-    ConfigError,
-    GenerationConfig,
-    JudgeConfig,
-    Scenario,
-    available_scenarios,
-    load_scenario,
-    search_spaces_dir,
-)
+from raydaa.config.evaluation import GenerationConfig, JudgeConfig
+from raydaa.config.loading import ConfigError
+from raydaa.config.scenario import Scenario, available_scenarios, load_scenario, search_spaces_dir
 from raydaa.config.search_space import (
     TWO_STAGE,
     MethodSpace,

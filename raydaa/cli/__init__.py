@@ -7,9 +7,9 @@ import sys
 # subcommand -> ("module:function", one-line help); modules are imported lazily so
 # `raydaa --help` does not pay for torch/ray imports.
 SUBCOMMANDS = {
-    "search": ("raydaa.cli.commands:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
-    "sft": ("raydaa.cli.commands:sft_main", "stage 1: SFT, registered as the scenario's reference"),
-    "align": ("raydaa.cli.commands:align_main", "stage 2: one alignment run of one method and config"),
+    "search": ("raydaa.cli.search:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
+    "sft": ("raydaa.cli.stages:sft_main", "stage 1: SFT, registered as the scenario's reference"),
+    "align": ("raydaa.cli.stages:align_main", "stage 2: one alignment run of one method and config"),
     "data": ("raydaa.cli.data:main", "`data check`: validate a scenario's or a file's data"),
     "benchmark": (
         "raydaa.cli.benchmark:main",

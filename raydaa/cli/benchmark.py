@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from raydaa.config.defaults import DEFAULT_SCENARIO
+
 
 def main(argv: list[str] | None = None) -> int:
     """`raydaa benchmark`: export a checkpoint's answers to AlpacaEval / Arena-Hard."""
     parser = argparse.ArgumentParser(prog="raydaa benchmark", description=main.__doc__)
-    parser.add_argument("--scenario", default="tiny", help="generation settings and judge config")
+    parser.add_argument("--scenario", default=DEFAULT_SCENARIO, help="generation settings and judge config")
     parser.add_argument("--policy", required=True, help="the policy's HF checkpoint folder")
     parser.add_argument("--benchmark", choices=["alpaca_eval", "arena_hard"], required=True)
     parser.add_argument("--prompts", help="local prompts file (default: judge.benchmark_prompts)")

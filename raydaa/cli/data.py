@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from raydaa.config.scenario import ConfigError, load_scenario
+from raydaa.config.loading import ConfigError
+from raydaa.config.scenario import load_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,3 +58,15 @@ def _scalar_type(hint):
     """float for `float` and `float | None` (a flag's value is never None)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+def scenario_or_exit(parser: argparse.ArgumentParser, name: str):
+    """The scenario named or at a path; a bad one ends the command with argparse's error
+    (usage, the file and key, exit 2) before anything starts."""
+    from raydaa.config.loading import ConfigError
+    from raydaa.config.scenario import load_scenario
+
+    try:
+        return load_scenario(name)
+    except ConfigError as err:
+        parser.error(str(err))

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenario = args.scenario
     if scenario.endswith((".yaml", ".yml")):
-        from raydaa.config.scenario import ConfigError, load_scenario
+        from raydaa.config.loading import ConfigError
+        from raydaa.config.scenario import load_scenario
 
         try:
             scenario = load_scenario(scenario).name

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
         parser.error("--max-concurrent-trials must be >= 1")
 
-    from raydaa.config.scenario import ConfigError, load_scenario
+    from raydaa.config.loading import ConfigError
+    from raydaa.config.scenario import load_scenario
     from raydaa.study.runner import Study, StudyError
 
     try:

@@ -1,5 +1,5 @@
-"""Scenario configuration: model, data, lengths, the two training recipes, resources, and how
-trials are evaluated (generation parameters and the judge).
+"""Scenario configuration: model, data, lengths, the two training recipes, resources, the
+watchdog, and how trials are evaluated (its sampling and judge: raydaa.config.evaluation).
 
 Loaded from `search_spaces/scenarios/<name>.yaml` into typed dataclasses (litgpt style: a
 docstring under each field, cross-field checks in `__post_init__`). An unknown key is an
@@ -8,147 +8,32 @@ error that names the file, the key and the valid keys.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from raydaa.config.judge_prompts import get_template
+from raydaa.config.evaluation import GenerationConfig, JudgeConfig
+from raydaa.config.loading import ConfigError, build
+from raydaa.config.rules import (
+    check_attn_implementation,
+    check_batch_split,
+    check_checkpoint_every,
+    check_counts,
+    check_warmup_ratio,
+    check_watchdog_timeouts,
+    check_zero_stage,
+)
+
+BUILDERS = ("tiny",)
+"""Models built in code by raydaa.scenarios (`model.builder`); only they have a gold judge."""
 
 
 def search_spaces_dir() -> Path:
     """`$RAYDAA_SEARCH_SPACES`, else the repository's `search_spaces/`."""
     env = os.environ.get("RAYDAA_SEARCH_SPACES")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-class ConfigError(ValueError):
-    """A YAML file does not describe a valid configuration; the message names file and key."""
-
-
-def build(cls, data: Any, where: str):
-    """Instantiate dataclass `cls` from a mapping, recursing into dataclass fields; unknown
-    or missing keys raise ConfigError naming `where` (file and key path)."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = _dataclass_of(fields[name].type)
-        optional_and_absent = value is None and _is_optional(fields[name].type)
-        kwargs[name] = (
-            build(sub, value, f"{where}.{name}") if sub and not optional_and_absent else value
-        )
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # a missing required key
-        raise ConfigError(f"{where}: {err}") from None
-    except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from None
-
-
-def _type_names(ftype: Any) -> list[str]:
-    """The member names of a field's annotation: "X | None" -> ["X", "None"]."""
-    text = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
-    return [part.strip() for part in text.split("|")]
-
-
-def _dataclass_of(ftype: Any):
-    """The section dataclass a field holds (also for an optional "X | None" field), or None."""
-    return next((_DATACLASSES[n] for n in _type_names(ftype) if n in _DATACLASSES), None)
-
-
-def _is_optional(ftype: Any) -> bool:
-    return "None" in _type_names(ftype)
-
-
-# ---------------------------------------------------------------------------------------
-# Rules the recipe, resources and watchdog sections share with
-# raydaa.train.settings.TrainSettings, which is built from them but also from plain dicts
-# (Tune configs, benchmarks, tests) and so checks its fields with these same functions.
-# A keyword argument picks the wording: the scenario's keys, or TrainSettings' fields.
-# ---------------------------------------------------------------------------------------
-
-ZERO_STAGES = (0, 1, 2, 3)
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-
-
-def check_counts(counts: dict[str, Any], *, each: bool = False) -> None:
-    """Counts (epochs, steps, batch sizes, workers, CPUs) must be >= 1. The error names all
-    of `counts` (a scenario section), or with `each` the first one below 1 and its value."""
-    if each:
-        for name, value in counts.items():
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-    elif any(value < 1 for value in counts.values()):
-        *names, last = counts
-        raise ValueError(f"{', '.join(names)} and {last} must be >= 1")
-
-
-def check_batch_split(
-    global_batch_size: int, micro_batch_size: int, num_workers: int, *, stage: str | None = None
-) -> None:
-    """A global batch is whole micro batches on every worker: a multiple of
-    micro_batch_size x num_workers. `stage` (sft, align): the error names its scenario keys."""
-    per_step = micro_batch_size * num_workers
-    if not global_batch_size % per_step:
-        return
-    if stage is not None:
-        raise ValueError(
-            f"{stage}.global_batch_size ({global_batch_size}) is not a multiple of "
-            f"{stage}.micro_batch_size x resources.num_workers "
-            f"({micro_batch_size} x {num_workers})"
-        )
-    raise ValueError(
-        f"global_batch_size={global_batch_size} is not divisible by "
-        f"micro_batch_size*num_workers={micro_batch_size}*{num_workers}="
-        f"{per_step}; pick a global batch that is a multiple of {per_step}"
-    )
-
-
-def check_warmup_ratio(ratio: float) -> None:
-    if not 0 <= ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
-
-
-def check_zero_stage(stage: int) -> None:
-    if stage not in ZERO_STAGES:
-        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {stage}")
-
-
-def check_attn_implementation(name: str) -> None:
-    if name not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, got {name!r}"
-        )
-
-
-def check_checkpoint_every(steps: int | None, *, none: str = "null") -> None:
-    """Steps between resumable checkpoints: >= 1, or `none` (only the final checkpoint)."""
-    if steps is not None and steps < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 or {none}, got {steps}")
-
-
-def check_watchdog_timeouts(
-    startup_timeout_s: float, stall_timeout_s: float, *, section: str | None = None
-) -> None:
-    """Both watchdog bounds > 0. `section` (watchdog): the error names its scenario keys."""
-    if startup_timeout_s > 0 and stall_timeout_s > 0:
-        return
-    if section is None:
-        raise ValueError("startup_timeout_s and stall_timeout_s must be > 0")
-    raise ValueError(
-        f"{section}.startup_timeout_s and {section}.stall_timeout_s must be > 0, got "
-        f"{startup_timeout_s} and {stall_timeout_s}"
-    )
 
 
 @dataclass
@@ -161,8 +46,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if (self.builder is None) == (self.hf_id is None):
             raise ValueError("give exactly one of model.builder or model.hf_id")
-        if self.builder not in (None, "tiny"):
-            raise ValueError(f"unknown model.builder {self.builder!r}; valid: ['tiny']")
+        if self.builder not in (None, *BUILDERS):
+            raise ValueError(f"unknown model.builder {self.builder!r}; valid: {list(BUILDERS)}")
 
 
 @dataclass
@@ -285,179 +170,6 @@ class WatchdogConfig:
         check_watchdog_timeouts(self.startup_timeout_s, self.stall_timeout_s, section="watchdog")
 
 
-BENCHMARKS = ("alpaca_eval", "arena_hard")
-"""Public benchmarks a UF scenario is judged on; each brings its own prompts and baseline."""
-PAIRWISE_JUDGES = ("gold", "gpt_side_by_side", "reward_model")
-"""Judges that compare the policy's answer with a baseline answer, prompt by prompt."""
-JUDGES = (*PAIRWISE_JUDGES, *BENCHMARKS)
-
-
-@dataclass
-class SamplingConfig:
-    """How answers are sampled (paper Table 8): the fields `raydaa.evaluate.generation.sample`
-    reads. Not frozen, since GenerationConfig (a scenario section, which scripts and tests
-    set in place) extends it; `dataclasses.replace` gives a changed copy."""
-
-    temperature: float = 0.9
-    """Sampling temperature (paper Table 8); 0 is greedy."""
-    top_k: int = 40
-    """Keep the k most likely tokens (paper Table 8); 0 disables."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (paper Table 8); 1.0 disables."""
-    max_new_tokens: int = 256
-    """Tokens generated per answer (paper Table 8: 256 TL;DR, 4096 UF)."""
-
-    def __post_init__(self) -> None:
-        self.temperature, self.top_p = float(self.temperature), float(self.top_p)
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-
-
-@dataclass
-class GenerationConfig(SamplingConfig):
-    """Sampling of each trial's answers, for the KL estimate and the judge (paper Table 8)."""
-
-    num_prompts: int | None = None
-    """Validation prompts sampled per trial, where KL(policy || reference) is measured
-    (paper A.3: on the validation subset); None: all of them."""
-    greedy_benchmarks: list[str] = field(default_factory=list)
-    """Benchmarks generated with temperature 0 whatever `temperature` says (paper A.3:
-    Arena-Hard, following its original configuration)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
-        unknown = sorted(set(self.greedy_benchmarks) - set(BENCHMARKS))
-        if unknown:
-            raise ValueError(f"greedy_benchmarks: unknown {unknown}; valid: {list(BENCHMARKS)}")
-
-
-@dataclass
-class JudgeConfig:
-    """How a trial's quality is measured (paper §4.2, A.3)."""
-
-    type: str
-    """gold: tiny's programmatic judge; gpt_side_by_side: an LLM behind an OpenAI-compatible
-    endpoint compares the policy's answer with a baseline answer (TL;DR, paper Appendix I
-    prompt); reward_model: a local sequence-classification reward model scores both answers;
-    alpaca_eval / arena_hard: the public benchmark (UF; AlpacaEval 2 LC win rate is the
-    paper's primary UF metric), its prompts from `benchmark_prompts`."""
-    num_prompts: int | None = None
-    """Prompts judged, for judges on the scenario's own prompts (paper: 500 golden TL;DR
-    prompts); None: all. Benchmarks bring their own prompts, so null there."""
-    baseline: str = "chosen"
-    """What the policy's answer is compared with: sft_policy (the scenario's reference
-    policy's own samples on the same prompts), chosen (the validation pair's chosen
-    answer), reference (the reference completion of `prompts`, TL;DR's golden summaries),
-    benchmark (the benchmark's own baseline model)."""
-    prompts: str | None = None
-    """Source of the judged prompts when they are not the scenario's validation pairs
-    (TL;DR: `trl-lib/tldr`, whose validation split holds the golden summaries)."""
-    prompts_split: str = "validation"
-    """Split of `prompts`."""
-    model: str | None = None
-    """The judge model: gpt_side_by_side: the model name the endpoint serves
-    (gpt-4o-2024-08-06, paper §4.2); reward_model: the checkpoint's local path; alpaca_eval:
-    the annotators config (null: AlpacaEval 2's default); null for gold."""
-    endpoint: str | None = None
-    """The judge API's base URL, written here (e.g. http://localhost:8000/v1, a vLLM
-    server); exclusive with endpoint_env."""
-    endpoint_env: str | None = None
-    """Environment variable holding the judge API's base URL (read at evaluation time)."""
-    api_key_env: str | None = None
-    """Environment variable holding the judge API's key (the key never goes into YAML)."""
-    prompt_template: str | None = None
-    """The side-by-side prompt: tldr_side_by_side (paper Appendix I)."""
-    extra_benchmarks: list[str] = field(default_factory=list)
-    """Further benchmarks reported next to `type` (UF: arena_hard beside alpaca_eval)."""
-    benchmark_prompts: dict[str, str] = field(default_factory=dict)
-    """Benchmark -> local file of its prompts (AlpacaEval's alpaca_eval.json, Arena-Hard's
-    question.jsonl): nothing is downloaded at evaluation time."""
-    cache: str | None = None
-    """SQLite file caching the LLM judge's answers; null: $RAYDAA_JUDGE_CACHE, else
-    ~/.cache/raydaa/judgments.sqlite."""
-    concurrency: int = 8
-    """Requests in flight to the LLM judge's endpoint."""
-
-    def __post_init__(self) -> None:
-        if self.type not in JUDGES:
-            raise ValueError(f"judge.type: unknown {self.type!r}; valid: {list(JUDGES)}")
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
-        if self.baseline not in ("sft_policy", "chosen", "reference", "benchmark"):
-            raise ValueError(
-                f"baseline must be sft_policy, chosen, reference or benchmark, got {self.baseline!r}"
-            )
-        unknown = sorted(set(self.extra_benchmarks) - set(BENCHMARKS))
-        if unknown:
-            raise ValueError(f"extra_benchmarks: unknown {unknown}; valid: {list(BENCHMARKS)}")
-        if self.type in self.extra_benchmarks:
-            raise ValueError(f"extra_benchmarks repeats the judge type {self.type!r}")
-        if self.type in BENCHMARKS:
-            if self.num_prompts is not None or self.prompts is not None:
-                raise ValueError(
-                    f"{self.type} brings its own prompts: num_prompts and prompts must be null"
-                )
-            if self.baseline != "benchmark":
-                raise ValueError(
-                    f"{self.type} compares with its own baseline: baseline must be 'benchmark'"
-                )
-        elif self.baseline == "benchmark":
-            raise ValueError(f"baseline 'benchmark' needs a benchmark judge, not {self.type!r}")
-        if self.type == "gpt_side_by_side":
-            missing = [k for k in ("model", "prompt_template") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"gpt_side_by_side needs {missing}")
-            if (self.endpoint is None) == (self.endpoint_env is None):
-                raise ValueError(
-                    "gpt_side_by_side needs exactly one of endpoint (the base URL) or "
-                    "endpoint_env (the environment variable holding it)"
-                )
-            get_template(self.prompt_template)
-        elif self.prompt_template is not None:
-            raise ValueError(
-                f"prompt_template is for gpt_side_by_side, not {self.type!r}: set it null"
-            )
-        if self.type == "reward_model":
-            if self.model is None:
-                raise ValueError("reward_model needs model: the reward model checkpoint's path")
-            if self.endpoint or self.endpoint_env or self.api_key_env:
-                raise ValueError(
-                    "reward_model runs locally: endpoint, endpoint_env and api_key_env must be null"
-                )
-        if self.endpoint is not None and self.endpoint_env is not None:
-            raise ValueError("give endpoint or endpoint_env, not both")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        judged = {self.type, *self.extra_benchmarks} & set(BENCHMARKS)
-        stray = sorted(set(self.benchmark_prompts) - judged)
-        if stray:
-            raise ValueError(
-                f"benchmark_prompts: {stray} not judged here; benchmarks judged: {sorted(judged)}"
-            )
-        if self.baseline == "reference" and self.prompts is None:
-            raise ValueError(
-                "baseline 'reference' compares with the reference completions of `prompts`: set prompts"
-            )
-        if self.type == "gold" and (
-            self.model or self.endpoint or self.endpoint_env or self.api_key_env
-        ):
-            raise ValueError(
-                "the gold judge is code: model, endpoint, endpoint_env and api_key_env must be null"
-            )
-        if self.type == "gold" and self.prompts is not None:
-            raise ValueError(
-                "the gold judge scores the scenario's validation prompts: prompts must be null"
-            )
-
-
 @dataclass
 class Scenario:
     name: str
@@ -494,7 +206,7 @@ class Scenario:
                 self.resources.num_workers,
                 stage=stage,
             )
-        if self.judge is not None and self.judge.type == "gold" and self.model.builder != "tiny":
+        if self.judge is not None and self.judge.type == "gold" and self.model.builder not in BUILDERS:
             raise ValueError(
                 "judge.type gold exists only for the built-in tiny task (model.builder: tiny)"
             )
@@ -509,20 +221,6 @@ class Scenario:
                 f"judge.num_prompts ({self.judge.num_prompts}) exceeds the validation prompts "
                 f"generated (generation.num_prompts = {self.generation.num_prompts})"
             )
-
-
-_DATACLASSES = {
-    c.__name__: c
-    for c in (
-        ModelConfig,
-        DataConfig,
-        RecipeConfig,
-        ResourcesConfig,
-        GenerationConfig,
-        JudgeConfig,
-        WatchdogConfig,
-    )
-}
 
 
 def available_scenarios(root: Path | None = None) -> list[str]:

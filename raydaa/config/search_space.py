@@ -23,14 +23,8 @@ from typing import Any
 
 import yaml
 
-from raydaa.config.scenario import (
-    ConfigError,
-    Scenario,
-    available_scenarios,
-    build,
-    load_scenario,
-    search_spaces_dir,
-)
+from raydaa.config.loading import ConfigError, build
+from raydaa.config.scenario import Scenario, available_scenarios, load_scenario, search_spaces_dir
 from raydaa.core.methods import LOSS_FIELDS, METHOD_SPECS, METHODS, LossConfig
 
 TWO_STAGE = "two_stage"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raydaa.config.scenario import SamplingConfig
+from raydaa.config.evaluation import SamplingConfig
 
 
 @dataclass

@@ -106,7 +106,7 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
     KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
     are added beside the fixed keys."""
-    from raydaa.config.scenario import BENCHMARKS
+    from raydaa.config.evaluation import BENCHMARKS
     from raydaa.data.tokenize import load_tokenizer
     from raydaa.train.stages import pretrained_model
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ray import tune
 
-from raydaa.config.defaults import DEFAULT_RESULTS
+from raydaa.config.defaults import DEFAULT_RESULTS, DEFAULT_SCENARIO
 from raydaa.core.methods import METHOD_SPECS
 from raydaa.io import storage
 from raydaa.io.results_store import store_root
@@ -54,7 +54,7 @@ def check_reference_init(record: dict[str, Any], init: str, settings, root: str)
 @dataclass
 class SearchSettings:
     method: str
-    scenario: str = "tiny"
+    scenario: str = DEFAULT_SCENARIO
     mode: str = "grid"
     """grid: the exact paper grid; optuna: TPE over the same values."""
     num_trials: int | None = None

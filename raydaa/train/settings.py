@@ -8,8 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from raydaa.config.scenario import (
-    WatchdogConfig,
+from raydaa.config.rules import (
     check_attn_implementation,
     check_batch_split,
     check_checkpoint_every,
@@ -18,6 +17,7 @@ from raydaa.config.scenario import (
     check_watchdog_timeouts,
     check_zero_stage,
 )
+from raydaa.config.scenario import WatchdogConfig
 
 
 @dataclass

@@ -1,125 +1,13 @@
-"""`raydaa sft`, `raydaa align` and `raydaa search`: the training stages from the shell."""
+"""`raydaa search`: one method's sweep from the shell, and what to look at when it ends."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from raydaa.cli.options import add_location_options, add_loss_options
-from raydaa.config.scenario import ConfigError, load_scenario
+from raydaa.cli.options import add_location_options, scenario_or_exit
 from raydaa.io.ray_connection import connect_ray
 from raydaa.io.storage import join as storage_join
-
-
-def _load(parser: argparse.ArgumentParser, name: str):
-    try:
-        return load_scenario(name)
-    except ConfigError as err:
-        parser.error(str(err))
-
-
-def sft_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="raydaa sft",
-        description=(
-            "Stage 1: train SFT on the scenario's SFT data (paper Table 4 recipe) and register it "
-            "as the scenario's reference policy, reused by every alignment trial."
-        ),
-    )
-    add_location_options(parser)
-    parser.add_argument(
-        "--fraction", type=float, default=1.0, help="share of the SFT data, 0.01-1 (paper RQ4)"
-    )
-    parser.add_argument(
-        "--base", action="store_true", help="register the base model, no SFT (paper RQ1)"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="retrain even if a matching reference exists"
-    )
-    args = parser.parse_args(argv)
-    if not 0.01 <= args.fraction <= 1.0:
-        parser.error(f"--fraction must be in [0.01, 1], got {args.fraction}")
-    scenario = _load(parser, args.scenario)
-    connect_ray(args.address)
-    from raydaa.train.stages import run_sft
-
-    record = run_sft(
-        scenario,
-        results=args.results,
-        fraction=args.fraction,
-        base_init=args.base,
-        force=args.force,
-    )
-    print(json.dumps(record, indent=2))
-    print(f"reference policy of {scenario.name}: {record['path']}")
-    return 0
-
-
-def align_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="raydaa align",
-        description=(
-            "Stage 2: one alignment run of one method with one configuration, from the "
-            "scenario's reference policy (run `raydaa sft` first)."
-        ),
-    )
-    add_location_options(parser)
-    add_loss_options(parser)
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="stop after this many optimizer steps (a smoke test; the lr schedule keeps its length)",
-    )
-    args = parser.parse_args(argv)
-    from raydaa.config.search_space import AlignConfig
-
-    try:  # the loss checks its own fields, before anything is loaded or trained
-        config = AlignConfig.from_config(vars(args))
-    except ValueError as err:
-        parser.error(str(err))
-    scenario = _load(parser, args.scenario)
-    from raydaa.data.validation import DataValidationError
-    from raydaa.train.stages import prepare_alignment, reference_record, run_alignment
-
-    if reference_record(args.results, scenario) is None:
-        print(
-            f"raydaa align: scenario {scenario.name} has no reference policy in {args.results}; "
-            f"run `raydaa sft --scenario {scenario.name}` first",
-            file=sys.stderr,
-        )
-        return 2
-    connect_ray(args.address)
-    try:
-        inputs = prepare_alignment(
-            scenario, results=args.results, needs_reference=config.loss.spec.needs_reference
-        )
-    except DataValidationError as err:
-        print(f"raydaa align: {err}", file=sys.stderr)
-        return 2
-    overrides = {"stop_after_steps": args.max_steps} if args.max_steps else {}
-    result = run_alignment(scenario, config, inputs, results=args.results, **overrides)
-    final = {k: v for k, v in result.final.items() if isinstance(v, int | float | str)}
-    print(
-        json.dumps(
-            {
-                "status": result.status,
-                "error": result.error,
-                "model": result.path,
-                "seconds": round(result.seconds, 1),
-                "final": final,
-            },
-            indent=2,
-        )
-    )
-    return 0 if result.status in ("finished", "stopped") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(sft_main())
 
 
 def search_main(argv: list[str] | None = None) -> int:
@@ -166,8 +54,8 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error("--num-trials must be >= 1")
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
         parser.error("--max-concurrent-trials must be >= 1")
-    scenario = _load(parser, args.scenario)
-    from raydaa.config.scenario import ConfigError
+    scenario = scenario_or_exit(parser, args.scenario)
+    from raydaa.config.loading import ConfigError
     from raydaa.config.search_space import load_method_space
     from raydaa.io.storage import resolve
 
