@@ -65,7 +65,7 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
 
     try:
-        load_method_space(args.method, scenario, setup=args.setup)
+        space = load_method_space(args.method, scenario, setup=args.setup)
     except ConfigError as err:
         parser.error(str(err))
     dashboard = connect_ray(args.address)
@@ -104,16 +104,23 @@ def search_main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 130
-    print_next_steps(results, scenario.name, args.method, where, dashboard)
+    print_next_steps(results, scenario.name, space, where, dashboard)
     return 0
 
 
-def print_next_steps(results: str, scenario: str, method: str, where: dict, dashboard: str | None) -> None:
-    """What a user wants after a sweep: its best configuration, the report, the dashboards."""
+def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None) -> None:
+    """What a user wants after a sweep: its best configuration, the report, the dashboards.
+    The best is among this sweep's space only (the store may hold the method's other
+    setups: single-stage rows beside two-stage ones)."""
     from raydaa.report.build import default_out
-    from raydaa.report.select import best_row, load_rows
+    from raydaa.report.select import ReportError, best_row, load_rows
+    from raydaa.study.runner import same_config
 
-    rows = [r for r in load_rows(results, scenario) if r["method"] == method]
+    method, grid = space.method, space.grid()
+    try:
+        rows = [r for r in load_rows(results, scenario) if any(same_config(r, c) for c in grid)]
+    except ReportError:  # no row in the store at all
+        rows = []
     best = best_row(rows)
     if best is None:
         print(f"\nno finished {method} trial with a quality yet: see the rows' errors in the report")
