@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import typing
 
 from raydaa.config.defaults import DEFAULT_RESULTS, DEFAULT_SCENARIO
-from raydaa.core.methods import LossConfig
+from raydaa.core.methods import LOSS_FIELD_TYPES, LossConfig
 
 
 def add_location_options(parser: argparse.ArgumentParser, *, address: bool = True) -> None:
@@ -35,16 +34,14 @@ def add_location_options(parser: argparse.ArgumentParser, *, address: bool = Tru
 def add_loss_options(parser: argparse.ArgumentParser) -> None:
     """One flag per LossConfig field (`lambda_` -> `--lambda`, `sft_weight` -> `--sft-weight`),
     with its type, default, choices and help from the field itself."""
-    hints = typing.get_type_hints(LossConfig)
     for spec in dataclasses.fields(LossConfig):
         flag = "--" + spec.name.rstrip("_").replace("_", "-")
         kwargs: dict = {"dest": spec.name, "help": spec.metadata.get("help")}
-        if "choices" not in spec.metadata:
-            kwargs["metavar"] = spec.name.rstrip("_").upper()
         if "choices" in spec.metadata:
             kwargs["choices"] = spec.metadata["choices"]
         else:
-            kwargs["type"] = _scalar_type(hints[spec.name])
+            kwargs["type"] = LOSS_FIELD_TYPES[spec.name]
+            kwargs["metavar"] = spec.name.rstrip("_").upper()
         if spec.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
@@ -52,12 +49,6 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
             if spec.default is not None:
                 kwargs["help"] = f"{kwargs['help']} (default: %(default)s)"
         parser.add_argument(flag, **kwargs)
-
-
-def _scalar_type(hint):
-    """float for `float` and `float | None` (a flag's value is never None)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
 
 
 def scenario_or_exit(parser: argparse.ArgumentParser, name: str):

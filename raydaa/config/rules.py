@@ -1,4 +1,7 @@
-"""Rules the recipe, resources and watchdog sections share with raydaa.train.settings.TrainSettings, which is built from them but also from plain dicts (Tune configs, benchmarks, tests) and so checks its fields with these same functions. A keyword argument picks the wording: the scenario's keys, or TrainSettings' fields."""
+"""Rules the recipe, resources and watchdog sections share with
+raydaa.train.settings.TrainSettings, which is built from them but also from plain dicts
+(Tune configs, benchmarks, tests) and so checks its fields with these same functions.
+A keyword argument picks the wording: the scenario's keys, or TrainSettings' fields."""
 
 from __future__ import annotations
 

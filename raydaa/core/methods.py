@@ -9,6 +9,7 @@ declaration of a loss's hyperparameters; everything that lists them derives from
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -185,6 +186,20 @@ class LossConfig:
 
 LOSS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LossConfig))
 """The loss configuration's keys, in declaration order."""
+
+
+def _scalar_type(hint: Any) -> type:
+    """float for `float` and `float | None`, str for a Literal of strings."""
+    if typing.get_origin(hint) is Literal:
+        return type(typing.get_args(hint)[0])
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+LOSS_FIELD_TYPES: dict[str, type] = {
+    name: _scalar_type(hint) for name, hint in typing.get_type_hints(LossConfig).items()
+}
+"""Each loss field's value type (what a store column and a CLI flag hold)."""
 _METHOD_SPECIFIC = tuple(sorted({n for spec in METHOD_SPECS.values() for n in spec.extra_hparams}))
 
 

@@ -10,9 +10,7 @@ row, and a re-run of the same trial id replaces its row instead of adding a seco
 
 from __future__ import annotations
 
-import io
 import math
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from raydaa.core.methods import LossConfig
+from raydaa.core.methods import LOSS_FIELD_TYPES
 from raydaa.io import storage
 
 _ARROW_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string()}
-
-
-def _arrow_type(hint: Any) -> pa.DataType:
-    """float / int / str, Optional[...] of one, or a Literal of strings."""
-    if typing.get_origin(hint) is typing.Literal:
-        return _ARROW_TYPES[type(typing.get_args(hint)[0])]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return _ARROW_TYPES[args[0] if args else hint]
-
-
 # The loss configuration's own fields: a new loss hyperparameter gets its column here.
-_LOSS_COLUMNS = [(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(LossConfig).items()]
+_LOSS_COLUMNS = [(name, _ARROW_TYPES[kind]) for name, kind in LOSS_FIELD_TYPES.items()]
 
 SCHEMA = pa.schema(
     [
@@ -100,10 +88,8 @@ def write_row(results: str | Path, scenario: str, row: dict[str, Any]) -> str:
     if not row.get("trial_id"):
         raise ValueError("a results-store row needs a trial_id")
     table = pa.table({f.name: [_clean(row.get(f.name), f)] for f in SCHEMA}, schema=SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
     final = row_path(results, scenario, str(row["method"]), str(row["trial_id"]))
-    storage.write_bytes(final, buffer.getvalue())
+    storage.write_table(final, table)
     return final
 
 

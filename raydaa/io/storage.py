@@ -23,7 +23,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 SCHEMES = ("s3", "gs", "gcs")
 """Object stores pyarrow.fs opens by URI."""
@@ -121,6 +123,13 @@ def write_bytes(path: str | Path, data: bytes | str) -> str:
 
 def write_text(path: str | Path, text: str) -> str:
     return write_bytes(path, text)
+
+
+def write_table(path: str | Path, table: pa.Table) -> str:
+    """A table as one Parquet file, through the atomic writer."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def list_files(directory: str | Path, suffix: str = "") -> list[str]:

@@ -33,7 +33,7 @@ def load_rows(results: str | Path, scenario: str) -> list[Row]:
     """Every store row of `scenario`, checked: known method, known status. `results` is a
     storage path: a directory, or an s3:// / gs:// URI (raydaa.io.storage)."""
     from raydaa.io import storage
-    from raydaa.io.results_store import read_store, store_root
+    from raydaa.io.results_store import read_store, row_path, store_root
 
     root = storage.resolve(results)
     scenario_root = storage.join(root, scenario)
@@ -55,7 +55,7 @@ def load_rows(results: str | Path, scenario: str) -> list[Row]:
             f"(no trial of scenario {scenario!r} has finished or failed)"
         )
     for row in rows:
-        where = storage.join(store, str(row["method"]), f"{row['trial_id']}.parquet")
+        where = row_path(root, scenario, str(row["method"]), str(row["trial_id"]))
         kind_of(row["method"], where)
         if row["status"] not in STATUSES:
             raise ReportError(f"{where}: status {row['status']!r}; expected one of {STATUSES}")

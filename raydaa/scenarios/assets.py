@@ -36,13 +36,13 @@ def builtin_model(scenario: Scenario) -> Any | None:
 def builtin_dataset(source: str) -> datasets.Dataset | None:
     """`tiny:<split>` -> that built-in dataset; None for any other source (a public
     dataset name or a local path). Raises ValueError for an unknown tiny split."""
-    if source.startswith("tiny:"):
-        name = source.split(":", 1)[1]
-        sets = tiny_datasets()
-        if name not in sets:
-            raise ValueError(f"unknown tiny dataset {name!r}; valid: {sorted(sets)}")
-        return sets[name]
-    return None
+    scenario, colon, name = source.partition(":")
+    sets = builtin_datasets(scenario) if colon else None
+    if sets is None:
+        return None
+    if name not in sets:
+        raise ValueError(f"unknown {scenario} dataset {name!r}; valid: {sorted(sets)}")
+    return sets[name]
 
 
 def builtin_datasets(name: str) -> dict[str, datasets.Dataset] | None:

@@ -164,14 +164,6 @@ def compute_reference_logps(
         phases.clear(token)
 
 
-def write_atomically(table: pa.Table, uri: str) -> None:
-    """Parquet through the one atomic writer: readers never see a partial file and two
-    writers of the same key both leave a complete one."""
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
-    storage.write_bytes(uri, buffer.getvalue().to_pybytes())
-
-
 def ensure_reference_cache(
     reference_dir: str | Path,
     prepared,
@@ -196,7 +188,7 @@ def ensure_reference_cache(
             use_gpu=use_gpu,
             limits=limits,
         )
-        write_atomically(table, uri)
+        storage.write_table(uri, table)
     return uri
 
 
