@@ -103,6 +103,23 @@ def scrape_metrics() -> str:
     return "\n".join(texts)
 
 
+EXPORTED = ("trial_quality", "trial_kl", "trials_done", "tokens_per_second", "train_loss")
+
+
+def scrape_until_exported(timeout_s: float = 60.0) -> str:
+    """The driver's last gauges reach its node's agent one report interval (1 s) after
+    they are set, so a scrape right at the sweep's end can miss them: scrape until every
+    raydaa metric shows or the time is up (the test then names the missing one)."""
+    deadline = time.time() + timeout_s
+    while True:
+        text = scrape_metrics()
+        lines = text.splitlines()
+        exported = all(any(line.startswith(f"ray_raydaa_{m}") for line in lines) for m in EXPORTED)
+        if exported or time.time() > deadline:
+            return text
+        time.sleep(1.0)
+
+
 def remove_worker_2_while_it_trains(cluster, seen: dict) -> None:
     """Waits for a Train worker on worker_2 and a first checkpoint, kills worker_2, adds
     worker_3; records the Train workers' nodes and the metrics seen meanwhile."""
@@ -153,7 +170,7 @@ def sweep(cluster):
     assert not sweeper.is_alive(), "the sweep did not end within 15 min"
     if "error" in out:
         raise out["error"]
-    seen["metrics"] += scrape_metrics()
+    seen["metrics"] += scrape_until_exported()
     return out["where"], seen
 
 
@@ -227,7 +244,7 @@ def test_dashboard_lists_train_runs_by_readable_name(sweep, cluster):
 def test_metrics_are_exported_for_prometheus(sweep):
     _, seen = sweep
     text = seen["metrics"]
-    for metric in ("trial_quality", "trial_kl", "trials_done", "tokens_per_second", "train_loss"):
+    for metric in EXPORTED:
         lines = [line for line in text.splitlines() if line.startswith(f"ray_raydaa_{metric}")]
         assert lines, f"ray_raydaa_{metric} not exported"
         assert all('method="dpo"' in line and 'scenario="tiny"' in line for line in lines)
