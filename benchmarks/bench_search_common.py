@@ -1,7 +1,7 @@
 """Helpers shared by `bench_search_overhead.py` and `bench_search_efficiency.py`.
 
 Both benchmarks run the real `raydaa search` command line on a shrunken copy of
-`search_spaces/` (selected through `$RAYDAA_SEARCH_SPACES`, as tests/test_search.py does),
+`raydaa/search_spaces/` (selected through `$RAYDAA_SEARCH_SPACES`, as tests/test_search.py does),
 against results directories that share one reference policy (stage 1) and one reference
 log-prob cache, prepared once and not part of any measured sweep.
 """
@@ -44,7 +44,7 @@ def make_spaces(
     global_batch_size: int = 64,
     micro_batch_size: int = 32,
 ) -> Path:
-    """A copy of search_spaces/ whose `tiny` scenario is shrunken and whose `method` space
+    """A copy of the shipped raydaa/search_spaces/ whose `tiny` scenario is shrunken and whose `method` space
     on tiny is betas × lrs. Returns the copy's root (for $RAYDAA_SEARCH_SPACES)."""
     from raydaa.config.scenario import search_spaces_dir
 

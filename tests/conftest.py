@@ -23,7 +23,7 @@ def ray_cluster():
 def shrunken_search_spaces(
     root, method: str, tiny_grid: dict, *, prompts: int = 32, **tiny_updates
 ):
-    """A copy of search_spaces/ under `root` in which tiny's alignment runs are short (one
+    """A copy of the shipped raydaa/search_spaces/ under `root` in which tiny's alignment runs are short (one
     epoch of 128-pair batches), evaluation uses `prompts` prompts, `tiny_updates` replace
     top-level sections' keys (e.g. data={...}, resources={...}), and `method`'s tiny grid is
     `tiny_grid` ({"betas": [...], "lrs": [...]}). Returns the copy's path."""

@@ -1,8 +1,10 @@
 """A real HTTP server speaking OpenAI's /v1/chat/completions, for the LLM judge's tests.
 
-It judges deterministically: the longer summary wins (equal lengths tie), a summary
+It judges deterministically: the longer summary (or answer) wins (equal lengths tie), one
 containing GARBAGE in position A gets an answer with no verdict, and `fail_first`
-statuses are answered (in order) before any real answer.
+statuses are answered (in order) before any real answer. A failure's message echoes the
+bearer token back, as OpenAI's 401 does ("Incorrect API key provided: sk-..."), so that
+tests can check the key never comes out of raydaa's errors and logs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SUMMARY = re.compile(r"\[The Start of Assistant ([AB])'s Summary\]\n(.*?)\n\[The End of", re.S)
+# both built-in layouts: TL;DR's "Summary" markers and the chat prompt's "Answer" ones
+SUMMARY = re.compile(
+    r"\[The Start of Assistant ([AB])'s (?:Summary|Answer)\]\n(.*?)\n\[The End of", re.S
+)
 
 
 def longer_wins(messages: list[dict]) -> str:
@@ -42,7 +47,9 @@ class JudgeServer:
                 if self.path != "/v1/chat/completions":
                     status = 404
                 if status != 200:
-                    payload = {"error": {"message": f"scripted {status}", "type": "test"}}
+                    token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    message = f"scripted {status}: Incorrect API key provided: {token}"
+                    payload = {"error": {"message": message, "type": "test"}}
                 else:
                     payload = {
                         "id": f"cmpl-{len(server.requests)}",

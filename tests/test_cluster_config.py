@@ -58,6 +58,22 @@ def test_every_node_installs_raydaa_and_exports_metrics(config):
         assert "RAY_TRAIN_ENABLE_STATE_TRACKING=1" in command
 
 
+def test_nodes_install_the_wheel_built_from_the_checkout(config):
+    """The setup command is a plain `pip install` of the wheel that the header's build
+    command writes to ./dist and file_mounts copies: never an editable or checkout install."""
+    import fnmatch
+
+    from raydaa import __version__
+
+    wheel = f"raydaa-{__version__}-py3-none-any.whl"  # the name tests/test_packaging.py builds
+    assert "pip wheel --no-deps -w dist ." in CLUSTER_YAML.read_text()
+    assert config["file_mounts"]["/tmp/raydaa-dist"] == "./dist"
+    (install,) = [c for c in config["setup_commands"] if "raydaa" in c]
+    *command, target = install.split()
+    assert command[:2] == ["pip", "install"] and not {"-e", "--editable"} & set(command)
+    assert fnmatch.fnmatch(f"/tmp/raydaa-dist/{wheel}", target)
+
+
 def test_every_field_has_a_comment():
     """Every key up to the node types' fields (indent <= 4) has a comment line above it."""
     lines = CLUSTER_YAML.read_text().splitlines()

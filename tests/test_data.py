@@ -11,6 +11,7 @@ import torch
 
 from raydaa.data.check import data_check_main
 from raydaa.data.collators import PreferenceCollator, SFTCollator
+from raydaa.data.errors import DataSourceError
 from raydaa.data.sources import load_rows
 from raydaa.data.tokenize import (
     IGNORE_INDEX,
@@ -295,8 +296,8 @@ def test_prepared_fingerprint_tracks_max_length(tok):
 
 
 def test_load_rows_refuses_unknown_sources(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a local file nor a known dataset"):
+    with pytest.raises(DataSourceError, match="nope.jsonl does not exist; expected a local file"):
         load_rows(str(tmp_path / "nope.jsonl"))
-    (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match="unsupported extension"):
-        load_rows(tmp_path / "data.csv")
+    (tmp_path / "data.txt").write_text("a,b\n")
+    with pytest.raises(DataSourceError, match="unsupported extension '.txt'"):
+        load_rows(tmp_path / "data.txt")

@@ -38,6 +38,14 @@ def test_mean_interval_is_1_96_standard_errors():
     assert est.high - est.mean == pytest.approx(1.96 * se)
 
 
+def test_win_rate_interval_stays_within_0_and_1():
+    nearly_all_lost = win_rate([0.0] * 30 + [1.0])  # normal interval: mean 0.032 ± 0.063
+    assert nearly_all_lost.low == 0.0 and 0.032 < nearly_all_lost.high < 0.1
+    nearly_all_won = win_rate([1.0] * 30 + [0.0])
+    assert nearly_all_won.high == 1.0 and 0.9 < nearly_all_won.low < 0.968
+    assert math.isnan(win_rate([1.0]).low)  # one prompt has no interval
+
+
 def test_win_rate_counts_ties_half():
     assert win_rate([1.0, 0.0, 0.5, 0.5]).mean == 0.5
     assert win_rate([1.0, 1.0, 1.0, 0.5]).mean == pytest.approx(0.875)

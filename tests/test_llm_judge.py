@@ -1,14 +1,26 @@
 """The pairwise LLM judge against a real local HTTP server speaking /v1/chat/completions."""
 
+import logging
+import pickle
+import secrets
+import traceback
+
 import pytest
+import yaml
 from judge_server import JudgeServer
 
 from raydaa.config.evaluation import JudgeConfig
-from raydaa.config.judge_prompts import TLDR_SIDE_BY_SIDE
+from raydaa.config.judge_prompts import (
+    CHAT_SIDE_BY_SIDE,
+    TLDR_SIDE_BY_SIDE,
+    VERDICT_FORMAT,
+    load_template_file,
+)
 from raydaa.config.loading import ConfigError
 from raydaa.config.scenario import load_scenario, search_spaces_dir
 from raydaa.evaluate.judges import build_judge
 from raydaa.evaluate.llm_judge import (
+    REDACTED,
     Endpoint,
     JudgeRequestError,
     JudgeSetupError,
@@ -18,12 +30,19 @@ from raydaa.evaluate.llm_judge import (
 )
 
 POST = "SUBREDDIT: r/test\nPOST: my cat ate my homework again\nTL;DR:"
+KEY_ENV = "RAYDAA_TEST_JUDGE_KEY"
 
 
-def make_judge(server, tmp_path, model="judge-model", **kwargs) -> LLMJudge:
-    endpoint = Endpoint(base_url=server.url, api_key="sk-test", model=model)
+@pytest.fixture(autouse=True)
+def judge_key(monkeypatch):
+    """The key the judges of this module send, from the variable their Endpoint names."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+
+
+def make_judge(server, tmp_path, model="judge-model", template="tldr_side_by_side", **kwargs):
+    endpoint = Endpoint(base_url=server.url, model=model, api_key_env=KEY_ENV)
     kwargs = {"retry_base_s": 0.01, "cache_path": tmp_path / "judge.sqlite"} | kwargs
-    return LLMJudge(endpoint, "tldr_side_by_side", **kwargs)
+    return LLMJudge(endpoint, template, **kwargs)
 
 
 def test_parse_verdict():
@@ -149,10 +168,10 @@ def judge_config(**kw) -> JudgeConfig:
 
 def test_missing_endpoint_or_key_names_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("RAYDAA_TEST_JUDGE_URL", raising=False)
-    monkeypatch.delenv("RAYDAA_TEST_JUDGE_KEY", raising=False)
+    monkeypatch.delenv(KEY_ENV, raising=False)
     config = judge_config(
         endpoint_env="RAYDAA_TEST_JUDGE_URL",
-        api_key_env="RAYDAA_TEST_JUDGE_KEY",
+        api_key_env=KEY_ENV,
         cache=str(tmp_path / "c.sqlite"),
     )
     with pytest.raises(JudgeSetupError, match="RAYDAA_TEST_JUDGE_URL is not set"):
@@ -160,11 +179,13 @@ def test_missing_endpoint_or_key_names_the_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("RAYDAA_TEST_JUDGE_URL", "http://127.0.0.1:9/v1")
     with pytest.raises(JudgeSetupError, match="RAYDAA_TEST_JUDGE_KEY is not set"):
         build_judge(config)
-    monkeypatch.setenv("RAYDAA_TEST_JUDGE_KEY", "sk-x")
+    monkeypatch.setenv(KEY_ENV, "sk-x")
     judge = build_judge(config)
+    # the endpoint names the variable; the key itself is read when a request is sent
     assert isinstance(judge, LLMJudge) and judge.endpoint == Endpoint(
-        "http://127.0.0.1:9/v1", "sk-x", "judge-model"
+        "http://127.0.0.1:9/v1", "judge-model", KEY_ENV
     )
+    assert judge.endpoint.api_key() == "sk-x" and "sk-x" not in repr(judge.endpoint)
 
 
 def test_judge_config_errors_name_the_key(tmp_path):
@@ -172,7 +193,7 @@ def test_judge_config_errors_name_the_key(tmp_path):
         judge_config()
     with pytest.raises(ValueError, match="needs \\['model'\\]"):
         judge_config(model=None, endpoint="http://x/v1")
-    with pytest.raises(ValueError, match="prompt_template: unknown 'nope'"):
+    with pytest.raises(ValueError, match="prompt_template: unknown 'nope'.*or a path to a YAML"):
         judge_config(endpoint="http://x/v1", prompt_template="nope")
     with pytest.raises(ValueError, match="reward_model needs model"):
         JudgeConfig(type="reward_model", baseline="chosen")
@@ -217,3 +238,171 @@ def test_evaluation_with_the_llm_judge_pays_once(tmp_path):
     assert first["quality"] == second["quality"] and first["judge_unparseable"] == 0
     for key in ("quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3"):
         assert key in first
+
+
+CHAT = [
+    {"role": "user", "content": "name a prime"},
+    {"role": "assistant", "content": "7"},
+    {"role": "user", "content": "and an even one?"},
+]
+
+
+def test_chat_side_by_side_asks_both_orders_with_role_tagged_turns(tmp_path):
+    """The chat prompt through a real server: the same 'longer wins' rule as above, so
+    pairs (longer, shorter, equal) give 1.0, 0.0, 0.5; the conversation appears as
+    role-tagged turns, and each pair is asked with the candidate as A and as B."""
+    assert VERDICT_FORMAT in CHAT_SIDE_BY_SIDE.system  # the TL;DR verdict block, one parser
+    assert VERDICT_FORMAT in TLDR_SIDE_BY_SIDE.system
+    assert parse_verdict(CHAT_SIDE_BY_SIDE.system) is None  # the format's own text is no verdict
+    with JudgeServer() as server:
+        judge = build_judge(
+            judge_config(
+                prompt_template="chat_side_by_side",
+                endpoint=server.url,
+                api_key_env=KEY_ENV,
+                cache=str(tmp_path / "judge.sqlite"),
+            )
+        )
+        out = judge.compare([CHAT] * 3, ["two is even", "2", "4"], ["2", "four is", "6"])
+    assert out == [1.0, 0.0, 0.5]
+    assert judge.template_name == "chat_side_by_side" and judge.stats["judge_unparseable"] == 0
+    bodies = [r["body"] for r in server.requests]
+    assert len(bodies) == 6
+    assert all(b["messages"][0]["content"] == CHAT_SIDE_BY_SIDE.system for b in bodies)
+    users = [b["messages"][1]["content"] for b in bodies]
+    turns = "user: name a prime\n\nassistant: 7\n\nuser: and an even one?"
+    assert all(u.startswith(f"[Conversation]\n{turns}\n\n") for u in users)
+    as_a = "[The Start of Assistant A's Answer]\ntwo is even\n[The End of Assistant A's Answer]"
+    as_b = "[The Start of Assistant B's Answer]\ntwo is even\n[The End of Assistant B's Answer]"
+    assert sum(as_a in u for u in users) == 1 and sum(as_b in u for u in users) == 1
+
+
+MY_TEMPLATE = {
+    "system": "Judge two replies; end with\n\nWinner: A, B or C",
+    "user": (
+        "Q: {text}\n\n[The Start of Assistant A's Answer]\n{answer_a}\n[The End of it]\n\n"
+        "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of it]\n{{literal braces}}"
+    ),
+}
+
+
+def write_scenario(folder, template: str):
+    """A minimal tiny scenario YAML in `folder` whose LLM judge uses `template`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {
+        "name": "judged",
+        "model": {"builder": "tiny"},
+        "data": {"sft": "tiny:sft_train", "preference": "tiny:pref_train",
+                 "validation": "tiny:pref_val"},
+        "max_length": 64,
+        "judge": {"type": "gpt_side_by_side", "model": "judge-model", "baseline": "chosen",
+                  "endpoint": "http://127.0.0.1:9/v1", "prompt_template": template},
+    }  # fmt: skip
+    path = folder / "judged.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_template_file_of_ones_own_is_read_from_the_scenarios_folder(tmp_path, monkeypatch):
+    """A relative prompt_template is taken from the scenario YAML's folder (not the cwd),
+    read at load, and its messages are what the server receives."""
+    scenario_path = write_scenario(tmp_path / "scen", "prompts/mine.yaml")
+    (tmp_path / "scen" / "prompts").mkdir()
+    (tmp_path / "scen" / "prompts" / "mine.yaml").write_text(yaml.safe_dump(MY_TEMPLATE))
+    monkeypatch.chdir(tmp_path)  # elsewhere: ./prompts/mine.yaml does not exist here
+    judge = load_scenario(str(scenario_path)).judge
+    assert judge.prompt_template == str(tmp_path / "scen" / "prompts" / "mine.yaml")
+    assert judge.template == load_template_file(judge.prompt_template)
+    assert judge.template.system == MY_TEMPLATE["system"]
+    with JudgeServer() as server:
+        judge.endpoint, judge.cache = server.url, str(tmp_path / "judge.sqlite")
+        llm = build_judge(judge)
+        assert llm.compare([CHAT], ["longer one"], ["short"]) == [1.0]
+    messages = [r["body"]["messages"] for r in server.requests]
+    assert len(messages) == 2 and all(m[0]["content"] == MY_TEMPLATE["system"] for m in messages)
+    assert messages[0][1]["content"].startswith("Q: user: name a prime\n\n")
+    assert all(m[1]["content"].endswith("\n{literal braces}") for m in messages)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        ({"system": "s"}, "missing key\\(s\\) \\['user'\\]"),
+        ({"user": "{text} {answer_a} {answer_b}"}, "missing key\\(s\\) \\['system'\\]"),
+        ({"system": "s", "user": "{text} {answer_a} {answer_b}", "extra": 1},
+         "unknown key\\(s\\) \\['extra'\\]"),
+        ({"system": "s", "user": "{text} {answer_a}"},
+         "key 'user': placeholder\\(s\\) \\['\\{answer_b\\}'\\] missing"),
+        ({"system": "s", "user": "{question} {text} {answer_a} {answer_b}"},
+         "key 'user': unknown placeholder\\(s\\) \\['\\{question\\}'\\]"),
+        ({"system": "s", "user": "{text} {answer_a} {answer_b} {"},
+         "key 'user': not a valid format string"),
+        ({"system": "see {text}", "user": "{text} {answer_a} {answer_b}"},
+         "key 'system' has \\['\\{text\\}'\\]"),
+        ({"system": "s", "user": 3}, "key 'user' must be non-empty text"),
+        ("just text", "expected a mapping"),
+    ],
+)  # fmt: skip
+def test_template_file_errors_name_the_scenario_the_file_and_the_key(tmp_path, content, message):
+    """Raised when the scenario loads (a ConfigError naming the scenario file's judge
+    section), before anything runs; the message names the template file and its key."""
+    scenario_path = write_scenario(tmp_path, "mine.yaml")
+    if content is not None:
+        (tmp_path / "mine.yaml").write_text(yaml.safe_dump(content))
+    expected = f"{scenario_path}.judge: judge.prompt_template {tmp_path / 'mine.yaml'}: {message}"
+    with pytest.raises(ConfigError, match=expected.replace(".yaml", "\\.yaml")):
+        load_scenario(str(scenario_path))
+
+
+def planted() -> str:
+    return f"sk-planted-{secrets.token_hex(16)}"
+
+
+def test_the_key_is_read_at_request_time_and_never_kept(tmp_path, monkeypatch):
+    """The endpoint and the config carry the variable's name: no repr or pickle of them
+    holds the key, and a key changed between two calls is the one the next request sends."""
+    first, second = planted(), planted()
+    monkeypatch.setenv(KEY_ENV, first)
+    with JudgeServer() as server:
+        config = judge_config(
+            endpoint=server.url, api_key_env=KEY_ENV, cache=str(tmp_path / "c.sqlite")
+        )
+        judge = build_judge(config)
+        judge.compare([POST], ["longer one"], ["short"])
+        monkeypatch.setenv(KEY_ENV, second)
+        judge.compare([POST], ["another longer one"], ["short"])
+    assert [r["auth"] for r in server.requests] == [f"Bearer {first}"] * 2 + [f"Bearer {second}"] * 2
+    for obj in (judge.endpoint, config):
+        assert first not in repr(obj) and second not in repr(obj)
+        assert first.encode() not in pickle.dumps(obj) and second.encode() not in pickle.dumps(obj)
+
+
+def test_a_key_the_server_echoes_is_scrubbed_from_errors_and_logs(tmp_path, monkeypatch, caplog):
+    """The server's error messages repeat the bearer token (as OpenAI's 401 does). The
+    raised error, its whole traceback and the retry log lines show a redaction instead,
+    and chain no openai error whose text would still hold the key."""
+    key = planted()
+    monkeypatch.setenv(KEY_ENV, key)
+    with JudgeServer(fail_first=(401,)) as server:
+        with pytest.raises(JudgeRequestError, match="HTTP 401") as refused:
+            make_judge(server, tmp_path, concurrency=1).compare([POST], ["a"], ["a"])
+    assert server.requests[0]["auth"] == f"Bearer {key}"
+    with caplog.at_level(logging.WARNING, logger="raydaa.evaluate.llm_judge"):
+        with JudgeServer(fail_first=(503,) * 10) as server:
+            judge = make_judge(server, tmp_path, concurrency=1, max_retries=2)
+            with pytest.raises(JudgeRequestError, match="after 3 attempts") as exhausted:
+                judge.compare([POST], ["a"], ["a"])
+    assert caplog.text.count("retrying in") == 2 and REDACTED in caplog.text
+    assert key not in caplog.text
+    for err in (refused.value, exhausted.value):
+        assert f"Incorrect API key provided: {REDACTED}" in str(err)
+        assert err.__cause__ is None and err.__context__ is None
+        assert key not in "".join(traceback.format_exception(err))
+
+
+def test_api_key_env_must_be_a_name_and_a_key_put_there_is_not_echoed():
+    key = planted()
+    with pytest.raises(ValueError, match="api_key_env must be the NAME") as err:
+        judge_config(endpoint="http://x/v1", api_key_env=key)
+    assert key not in str(err.value)

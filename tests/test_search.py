@@ -24,7 +24,7 @@ BETAS, LRS = [0.1, 0.5], [1e-4, 1e10]  # 1e10 diverges at once: the guard must r
 
 @pytest.fixture(scope="module")
 def spaces(tmp_path_factory):
-    """A copy of search_spaces/ with a small tiny scenario and a 2×2 DPO grid for tiny."""
+    """A copy of raydaa/search_spaces/ with a small tiny scenario and a 2×2 DPO grid for tiny."""
     root = tmp_path_factory.mktemp("spaces") / "search_spaces"
     return shrunken_search_spaces(root, "dpo", {"betas": BETAS, "lrs": LRS})
 

@@ -1,4 +1,4 @@
-"""Search spaces and scenarios under `search_spaces/`: every file loads, the grids are the
+"""Search spaces and scenarios under `raydaa/search_spaces/`: every file loads, the grids are the
 paper's (Tables 4 and 6, Appendix A.2.2, §4.1), Table 7's and Table 1's best
 configurations lie inside them, and bad YAML fails with the file and the key named.
 
@@ -499,3 +499,96 @@ def test_two_stage_epochs_follow_the_scenarios_align_recipe(tmp_path):
     assert load_method_space("orpo", longer, "base_init").epochs == [1, 2]
     assert load_method_space("dpo", "tiny").epochs == [load_scenario("tiny").align.epochs]
     assert load_method_space("dpo").epochs == [1]
+
+
+# ---------------------------------------------------------------------------------------
+# A scenario's own grids (`grids:` in the scenario YAML, anywhere on disk)
+# ---------------------------------------------------------------------------------------
+
+
+def own_scenario(tmp_path, grids, name="mine") -> Path:
+    """tiny's file, renamed `name`, carrying `grids`, in a folder of no search space."""
+    data = yaml.safe_load((search_spaces_dir() / "scenarios" / "tiny.yaml").read_text())
+    path = tmp_path / "elsewhere" / f"{name}-file.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump({**data, "name": name, "grids": grids}))
+    return path
+
+
+def test_a_scenarios_own_grids_override_the_method_file(tmp_path):
+    path = own_scenario(tmp_path, {
+        "dpo": {"betas": [0.2, 0.3], "lrs": [1.0e-4]},
+        "nca": {"extra_betas": [7.0]},
+        "orpo": {"setups": {"base_init": {"lambdas": [0.5]}}},
+    })
+    scenario = load_scenario(str(path))
+    assert scenario.name == "mine"  # its `name:`, not its file's stem
+    dpo = load_method_space("dpo", scenario)
+    assert (dpo.betas, dpo.lrs, dpo.normalization) == ([0.2, 0.3], [1e-4], "paper")
+    assert dpo.size == 2
+    assert load_method_space("dpo", str(path)).betas == [0.2, 0.3]  # by path, as --scenario
+    assert same(load_method_space("nca", scenario).betas, [*TABLE6["nca"], 7.0])
+    base = load_method_space("orpo", scenario, "base_init")
+    assert base.lambdas == [0.5] and base.epochs == [1, 2]
+    # the method's other spaces keep the method file's defaults
+    assert load_method_space("orpo", scenario).betas == TABLE6["orpo"]
+    assert load_method_space("orpo", scenario, "sft_init").lambdas == [0.1, 0.2, 0.5, 1.0]
+    assert same(load_method_space("ipo", scenario).betas, TABLE6["ipo"])
+
+
+def test_precedence_own_grids_then_the_scenario_block_then_the_defaults(tmp_path):
+    """A scenario named tiny: its own lrs win; β is the method file's tiny block; the
+    normalization is the method file's default."""
+    scenario = load_scenario(str(own_scenario(tmp_path, {"dpo": {"lrs": [2.0e-4]}}, "tiny")))
+    space = load_method_space("dpo", scenario)
+    assert space.lrs == [2e-4]
+    assert same(space.betas, TINY_BETAS["dpo"]) and space.normalization == "paper"
+    assert load_method_space("dpo", "tiny").lrs == TINY_LRS  # the shipped tiny: no grids
+
+
+@pytest.mark.parametrize(
+    "grids, fragments",
+    [
+        ({"kto": {"betas": [0.1]}}, ["grids", "unknown method 'kto'", "'dpo'"]),
+        ({"dpo": {"lr": [1e-6]}}, ["grids.dpo", "'lr'", "'lrs'", "'extra_betas'"]),
+        ({"dpo": {"betas": [-0.1]}}, ["grids.dpo.betas", "> 0"]),
+        ({"dpo": {"epochs": [0]}}, ["grids.dpo.epochs"]),
+        ({"dpo": {"normalization": "log"}}, ["grids.dpo.normalization", "'log'"]),
+        ({"dpo": [0.1]}, ["grids.dpo", "expected a mapping"]),
+        ({"orpo": {"setups": {"base_init": {"lambda": [1]}}}},
+         ["grids.orpo.setups.base_init", "'lambda'", "'lambdas'"]),
+        ({"orpo": {"setups": {"two_stage": {}}}}, ["grids.orpo.setups.two_stage"]),
+        ([1], ["grids", "mapping"]),
+    ],
+)
+def test_bad_grids_name_the_file_and_key(tmp_path, grids, fragments):
+    path = own_scenario(tmp_path, grids)
+    with raises(str(path), *fragments):
+        load_scenario(str(path))
+
+
+def test_an_own_grid_for_an_unknown_setup_is_refused(tmp_path):
+    scenario = load_scenario(str(own_scenario(tmp_path, {"orpo": {"setups": {"nope": {}}}})))
+    with raises("'mine'", "grids.orpo.setups", "'nope'", "'base_init'"):
+        load_method_space("orpo", scenario)
+    with raises("grids.dpo.setups", "'base_init'", "[]"):
+        load_method_space("dpo", load_scenario(str(own_scenario(
+            tmp_path, {"dpo": {"setups": {"base_init": {}}}}))))
+
+
+def test_a_grid_that_breaks_a_cross_field_rule_names_the_scenarios_grid(tmp_path):
+    scenario = load_scenario(str(own_scenario(tmp_path, {"simpo": {"gamma_beta_ratio": None}})))
+    with raises("methods/simpo.yaml", "scenario 'mine' (grids.simpo)", "gamma_beta_ratio"):
+        load_method_space("simpo", scenario)
+
+
+def test_a_scenario_of_a_user_folder_is_found_by_name(tmp_path, monkeypatch):
+    """A user's folder adds a scenario; listing is the union; its grids apply by name."""
+    path = own_scenario(tmp_path, {"simpo": {"betas": [3.0]}})
+    folder = tmp_path / "spaces" / "scenarios"
+    folder.mkdir(parents=True)
+    shutil.copy(path, folder / "mine.yaml")
+    monkeypatch.setenv("RAYDAA_SEARCH_SPACES", str(folder.parent))
+    assert set(available_scenarios()) == {*SCENARIOS, "mine"}
+    assert load_method_space("simpo", "mine").betas == [3.0]
+    assert load_method_space("simpo", "mine").gamma_beta_ratio == 0.5

@@ -39,7 +39,7 @@ from raydaa.study.runner import (
 
 @pytest.fixture
 def spaces(tmp_path, monkeypatch):
-    """search_spaces/ with small tiny grids: two-stage β x lr below, single-stage setups:
+    """raydaa/search_spaces/ with small tiny grids: two-stage β x lr below, single-stage setups:
     base_init λ {0.5, 1} x lr {1e-3, 2e-3} x epochs {1, 2}; sft_init λ {0.5, 1} x lr {1e-4};
     sft_init_align_only lr {1e-4, 3e-4}."""
     root = tmp_path / "search_spaces"

@@ -8,6 +8,10 @@ import sys
 # `raydaa --help` does not pay for torch/ray imports.
 SUBCOMMANDS = {
     "search": ("raydaa.cli.search:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
+    "init": (
+        "raydaa.cli.init:main",
+        "write a commented scenario YAML for your model, data, judge and hardware",
+    ),
     "sft": ("raydaa.cli.stages:sft_main", "stage 1: SFT, registered as the scenario's reference"),
     "align": ("raydaa.cli.stages:align_main", "stage 2: one alignment run of one method and config"),
     "data": ("raydaa.cli.data:main", "`data check`: validate a scenario's or a file's data"),

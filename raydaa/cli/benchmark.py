@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from raydaa.cli.options import add_search_spaces_option
 from raydaa.config.defaults import DEFAULT_SCENARIO
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmark_exports", help="output folder")
     parser.add_argument("--name", help="generator / model name (default: <scenario>-<checkpoint>)")
     parser.add_argument("--max-prompts", type=int, help="only the first N prompts (a smoke test)")
+    add_search_spaces_option(parser)
     args = parser.parse_args(argv)
 
     # after parsing: `raydaa benchmark --help` does not import torch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from raydaa.cli.options import add_search_spaces_option
 from raydaa.config.loading import ConfigError
 from raydaa.config.scenario import load_scenario
 
@@ -18,7 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--scenario", help="check the scenario's SFT, preference and validation data"
     )
-    source.add_argument("path", nargs="?", help="a JSONL / Parquet / Arrow file or a dataset name")
+    source.add_argument(
+        "path", nargs="?",
+        help="a .jsonl/.json/.csv/.parquet/.arrow file, a dataset folder, or a hub dataset id",
+    )
     check.add_argument(
         "--threshold", type=float, default=0.01, help="largest tolerated share of bad rows"
     )
@@ -27,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tokenizer", default=None, help="tokenizer path, enables the prompt-length check"
     )
     check.add_argument("--max-length", type=int, default=None)
+    add_search_spaces_option(check)
     args = parser.parse_args(argv)
-    from raydaa.data.check import data_check_main, scenario_reports
-    from raydaa.data.validation import print_reports
+    from raydaa.data.check import data_check_main, scenario_check_main
 
     if args.path:
         return data_check_main(
@@ -43,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
         scenario = load_scenario(args.scenario)
     except ConfigError as err:
         check.error(str(err))
-    return print_reports(scenario_reports(scenario), args.threshold)
+    return scenario_check_main(scenario, args.threshold)

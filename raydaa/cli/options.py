@@ -6,17 +6,46 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from raydaa.cli.values import loss_value
 from raydaa.config.defaults import DEFAULT_RESULTS, DEFAULT_SCENARIO
-from raydaa.core.methods import LOSS_FIELD_TYPES, LossConfig
+from raydaa.core.methods import LOSS_DOMAINS, LOSS_FIELD_TYPES, LossConfig
+
+
+class _SearchSpaces(argparse.Action):
+    """Sets `$RAYDAA_SEARCH_SPACES` as the flag is parsed, before any scenario or space is
+    read: this process and the Ray workers it starts then see the same folders."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from raydaa.config.loading import ConfigError
+        from raydaa.config.space_folders import use_search_spaces
+
+        try:
+            use_search_spaces([values])
+        except ConfigError as err:
+            parser.error(str(err))
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
+
+
+def add_search_spaces_option(parser: argparse.ArgumentParser) -> None:
+    """--search-spaces DIR (repeatable): the user's search-space folders over the shipped ones."""
+    parser.add_argument(
+        "--search-spaces",
+        metavar="DIR",
+        action=_SearchSpaces,
+        help="a folder of your own scenarios/, methods/, single_stage/ YAML files: a file "
+        "there replaces the shipped one of the same path, others add to them (also "
+        "$RAYDAA_SEARCH_SPACES; may be given more than once, the last one wins)",
+    )
 
 
 def add_location_options(parser: argparse.ArgumentParser, *, address: bool = True) -> None:
-    """--scenario, --results and (for commands that start Ray) --address."""
+    """--scenario, --search-spaces, --results and (for commands that start Ray) --address."""
     parser.add_argument(
         "--scenario",
         default=DEFAULT_SCENARIO,
         help="scenario name or YAML path (default: %(default)s)",
     )
+    add_search_spaces_option(parser)
     parser.add_argument(
         "--results",
         default=DEFAULT_RESULTS,
@@ -40,7 +69,9 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
         if "choices" in spec.metadata:
             kwargs["choices"] = spec.metadata["choices"]
         else:
-            kwargs["type"] = LOSS_FIELD_TYPES[spec.name]
+            # a numeric field's domain is checked at parse time (exit 2, the flag named)
+            numeric = spec.name in LOSS_DOMAINS
+            kwargs["type"] = loss_value(spec.name) if numeric else LOSS_FIELD_TYPES[spec.name]
             kwargs["metavar"] = spec.name.rstrip("_").upper()
         if spec.default is dataclasses.MISSING:
             kwargs["required"] = True
@@ -61,3 +92,20 @@ def scenario_or_exit(parser: argparse.ArgumentParser, name: str):
         return load_scenario(name)
     except ConfigError as err:
         parser.error(str(err))
+
+
+def data_ready(prog: str, scenario, which: tuple[str, ...]) -> bool:
+    """The scenario's data sources `which` pass the preflight checks (raydaa.data.preflight)
+    before Ray starts; when not, the reason is printed for `prog` and False returned
+    (the command then exits 2)."""
+    import sys
+
+    from raydaa.data.errors import DataValidationError
+    from raydaa.data.preflight import preflight
+
+    try:
+        preflight(scenario, which)
+    except DataValidationError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return False
+    return True

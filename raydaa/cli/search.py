@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydaa.cli.options import add_location_options, scenario_or_exit
+from raydaa.cli.options import add_location_options, data_ready, scenario_or_exit
 from raydaa.io.ray_connection import connect_ray
 from raydaa.io.storage import join as storage_join
 
@@ -68,29 +68,39 @@ def search_main(argv: list[str] | None = None) -> int:
         space = load_method_space(args.method, scenario, setup=args.setup)
     except ConfigError as err:
         parser.error(str(err))
+    from raydaa.data.errors import DataValidationError
+    from raydaa.data.preflight import ALL_SOURCES
+
+    sources = ("preference", "validation") if space.init == "base" else ALL_SOURCES
+    if not data_ready("raydaa search", scenario, sources):  # before Ray starts
+        return 2
     dashboard = connect_ray(args.address)
     from raydaa.sweep.report_refresh import ReportRefreshCallback
     from raydaa.sweep.search import SearchSettings, run_search
 
     results = resolve(args.results)
-    where = run_search(
-        SearchSettings(
-            method=args.method,
-            scenario=args.scenario,
-            mode=args.mode,
-            num_trials=args.num_trials,
-            seed=args.seed,
-            setup=args.setup,
-            multi_objective=args.multi_objective,
-            results=args.results,
-            optuna_storage=args.optuna_storage,
-            storage=args.storage,
-            resume=args.resume,
-            max_concurrent_trials=args.max_concurrent_trials,
-        ),
-        # the sweep keeps <results>/<scenario>/report/ current as trials finish
-        callbacks=[ReportRefreshCallback(results, scenario.name)],
-    )
+    try:
+        where = run_search(
+            SearchSettings(
+                method=args.method,
+                scenario=args.scenario,
+                mode=args.mode,
+                num_trials=args.num_trials,
+                seed=args.seed,
+                setup=args.setup,
+                multi_objective=args.multi_objective,
+                results=args.results,
+                optuna_storage=args.optuna_storage,
+                storage=args.storage,
+                resume=args.resume,
+                max_concurrent_trials=args.max_concurrent_trials,
+            ),
+            # the sweep keeps <results>/<scenario>/report/ current as trials finish
+            callbacks=[ReportRefreshCallback(results, scenario.name)],
+        )
+    except DataValidationError as err:  # the data is checked before stage 1
+        print(f"raydaa search: {err}", file=sys.stderr)
+        return 2
     interrupted = where.pop("interrupted")
     print("\nsweep interrupted:" if interrupted else "\nsweep done:")
     for key, value in where.items():

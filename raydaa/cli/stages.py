@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from raydaa.cli.options import add_location_options, add_loss_options, scenario_or_exit
+from raydaa.cli.options import add_location_options, add_loss_options, data_ready, scenario_or_exit
+from raydaa.cli.values import positive_float, positive_int, share
 from raydaa.io.ray_connection import connect_ray
 
 
@@ -20,7 +21,7 @@ def sft_main(argv: list[str] | None = None) -> int:
     )
     add_location_options(parser)
     parser.add_argument(
-        "--fraction", type=float, default=1.0, help="share of the SFT data, 0.01-1 (paper RQ4)"
+        "--fraction", type=share, default=1.0, help="share of the SFT data, 0.01-1 (paper RQ4)"
     )
     parser.add_argument(
         "--base", action="store_true", help="register the base model, no SFT (paper RQ1)"
@@ -29,19 +30,25 @@ def sft_main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="retrain even if a matching reference exists"
     )
     args = parser.parse_args(argv)
-    if not 0.01 <= args.fraction <= 1.0:
-        parser.error(f"--fraction must be in [0.01, 1], got {args.fraction}")
     scenario = scenario_or_exit(parser, args.scenario)
-    connect_ray(args.address)
+    from raydaa.data.preflight import ALL_SOURCES
+    from raydaa.data.validation import DataValidationError
     from raydaa.train.stages import run_sft
 
-    record = run_sft(
-        scenario,
-        results=args.results,
-        fraction=args.fraction,
-        base_init=args.base,
-        force=args.force,
-    )
+    if not data_ready("raydaa sft", scenario, ("preference", "validation") if args.base else ALL_SOURCES):
+        return 2
+    connect_ray(args.address)
+    try:
+        record = run_sft(
+            scenario,
+            results=args.results,
+            fraction=args.fraction,
+            base_init=args.base,
+            force=args.force,
+        )
+    except DataValidationError as err:  # checked before any training
+        print(f"raydaa sft: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(record, indent=2))
     print(f"reference policy of {scenario.name}: {record['path']}")
     return 0
@@ -57,11 +64,13 @@ def align_main(argv: list[str] | None = None) -> int:
     )
     add_location_options(parser)
     add_loss_options(parser)
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=positive_float, required=True, help="peak learning rate (> 0)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="default: the scenario's align.epochs"
+    )
     parser.add_argument(
         "--max-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="stop after this many optimizer steps (a smoke test; the lr schedule keeps its length)",
     )
@@ -82,6 +91,8 @@ def align_main(argv: list[str] | None = None) -> int:
             f"run `raydaa sft --scenario {scenario.name}` first",
             file=sys.stderr,
         )
+        return 2
+    if not data_ready("raydaa align", scenario, ("preference", "validation")):
         return 2
     connect_ray(args.address)
     try:

@@ -3,15 +3,25 @@ judge (paper §4.2, A.3)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from raydaa.config.judge_prompts import get_template
+from raydaa.config.judge_prompts import (
+    SideBySideTemplate,
+    get_template,
+    is_template_file,
+    resolve_template_path,
+)
+from raydaa.config.rules import check_finite, check_whole
 
 BENCHMARKS = ("alpaca_eval", "arena_hard")
 """Public benchmarks a UF scenario is judged on; each brings its own prompts and baseline."""
 PAIRWISE_JUDGES = ("gold", "gpt_side_by_side", "reward_model")
 """Judges that compare the policy's answer with a baseline answer, prompt by prompt."""
 JUDGES = (*PAIRWISE_JUDGES, *BENCHMARKS)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""The shape of an environment variable's name (POSIX)."""
 
 
 @dataclass
@@ -30,7 +40,9 @@ class SamplingConfig:
     """Tokens generated per answer (paper Table 8: 256 TL;DR, 4096 UF)."""
 
     def __post_init__(self) -> None:
-        self.temperature, self.top_p = float(self.temperature), float(self.top_p)
+        numbers = {"temperature": self.temperature, "top_p": self.top_p}
+        self.temperature, self.top_p = check_finite(numbers).values()
+        check_whole({"top_k": self.top_k, "max_new_tokens": self.max_new_tokens})
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
@@ -54,6 +66,8 @@ class GenerationConfig(SamplingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.num_prompts is not None:
+            check_whole({"num_prompts": self.num_prompts})
         if self.num_prompts is not None and self.num_prompts < 1:
             raise ValueError(f"num_prompts must be >= 1 or null (all), got {self.num_prompts}")
         unknown = sorted(set(self.greedy_benchmarks) - set(BENCHMARKS))
@@ -67,8 +81,8 @@ class JudgeConfig:
 
     type: str
     """gold: tiny's programmatic judge; gpt_side_by_side: an LLM behind an OpenAI-compatible
-    endpoint compares the policy's answer with a baseline answer (TL;DR, paper Appendix I
-    prompt); reward_model: a local sequence-classification reward model scores both answers;
+    endpoint compares the policy's answer with a baseline answer (`prompt_template`);
+    reward_model: a local sequence-classification reward model scores both answers;
     alpaca_eval / arena_hard: the public benchmark (UF; AlpacaEval 2 LC win rate is the
     paper's primary UF metric), its prompts from `benchmark_prompts`."""
     num_prompts: int | None = None
@@ -94,9 +108,16 @@ class JudgeConfig:
     endpoint_env: str | None = None
     """Environment variable holding the judge API's base URL (read at evaluation time)."""
     api_key_env: str | None = None
-    """Environment variable holding the judge API's key (the key never goes into YAML)."""
+    """The NAME of the environment variable holding the judge API's key. The key itself is
+    in no YAML, config, repr, log, row or Ray task argument: the process that sends the
+    judge's requests reads it from its own environment at request time, so it must be set
+    on every node that evaluates (docs/evaluation.md). null: a server that needs no key."""
     prompt_template: str | None = None
-    """The side-by-side prompt: tldr_side_by_side (paper Appendix I)."""
+    """The side-by-side prompt: tldr_side_by_side (paper Appendix I), chat_side_by_side
+    (general chat, MT-Bench's pairwise judge in spirit), or a YAML file of one's own with
+    keys `system` and `user` (user with {text}, {answer_a}, {answer_b}); a relative path
+    is taken from the scenario YAML's folder (from the current directory for a JudgeConfig
+    built in code)."""
     extra_benchmarks: list[str] = field(default_factory=list)
     """Further benchmarks reported next to `type` (UF: arena_hard beside alpaca_eval)."""
     benchmark_prompts: dict[str, str] = field(default_factory=dict)
@@ -107,6 +128,11 @@ class JudgeConfig:
     ~/.cache/raydaa/judgments.sqlite."""
     concurrency: int = 8
     """Requests in flight to the LLM judge's endpoint."""
+    template: SideBySideTemplate | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """The prompt `prompt_template` names, read once at load: a file's text travels with
+    the scenario, so an evaluation on another node needs no copy of the file."""
 
     def __post_init__(self) -> None:
         if self.type not in JUDGES:
@@ -142,7 +168,9 @@ class JudgeConfig:
                     "gpt_side_by_side needs exactly one of endpoint (the base URL) or "
                     "endpoint_env (the environment variable holding it)"
                 )
-            get_template(self.prompt_template)
+            if is_template_file(self.prompt_template):  # absolute, so it means one file
+                self.prompt_template = str(Path(self.prompt_template).expanduser().absolute())
+            self.template = get_template(self.prompt_template)
         elif self.prompt_template is not None:
             raise ValueError(
                 f"prompt_template is for gpt_side_by_side, not {self.type!r}: set it null"
@@ -156,6 +184,14 @@ class JudgeConfig:
                 )
         if self.endpoint is not None and self.endpoint_env is not None:
             raise ValueError("give endpoint or endpoint_env, not both")
+        if self.api_key_env is not None and not (
+            isinstance(self.api_key_env, str) and ENV_NAME.fullmatch(self.api_key_env)
+        ):
+            # not echoed: what is written here may be the key itself
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (letters, digits, _), "
+                "e.g. OPENAI_API_KEY, never the key itself (the value given is not shown)"
+            )
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         judged = {self.type, *self.extra_benchmarks} & set(BENCHMARKS)
@@ -178,3 +214,11 @@ class JudgeConfig:
             raise ValueError(
                 "the gold judge scores the scenario's validation prompts: prompts must be null"
             )
+
+
+def resolve_judge_paths(data, folder: Path) -> None:
+    """In a scenario's raw YAML mapping: a relative `judge.prompt_template` file is taken from
+    the scenario file's folder (what the user sees beside it), not the current directory."""
+    judge = data.get("judge") if isinstance(data, dict) else None
+    if isinstance(judge, dict) and isinstance(judge.get("prompt_template"), str):
+        judge["prompt_template"] = resolve_template_path(judge["prompt_template"], folder)

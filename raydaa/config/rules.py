@@ -5,10 +5,46 @@ A keyword argument picks the wording: the scenario's keys, or TrainSettings' fie
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 ZERO_STAGES = (0, 1, 2, 3)
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+
+
+def check_whole(values: dict[str, Any]) -> None:
+    """Each value is a whole number: YAML's `2`, not `2.0`, `true`, `.nan` or `"2"` (which
+    would pass a `< 1` test, or fail deep inside a run). The error names the key."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_finite(values: dict[str, Any], *, positive: bool = False) -> dict[str, float]:
+    """Each value is a finite number (> 0 with `positive`), returned as floats: NaN slips
+    through a `x < 0` test and inf through every bound, so both are refused by name.
+    Numeric strings are accepted (YAML 1.1 reads `3e-7`, without a dot, as a string)."""
+    checked = {}
+    for name, value in values.items():
+        number = None
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None or not math.isfinite(number) or (positive and not number > 0):
+            wording = "a finite number > 0" if positive else "a finite number"
+            raise ValueError(f"{name} must be {wording}, got {value!r}")
+        checked[name] = float(number)
+    return checked
+
+
+def check_flags(values: dict[str, Any]) -> None:
+    """Each value is true or false (YAML's `"no"` or `1` would read as truthy)."""
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def check_counts(counts: dict[str, Any], *, each: bool = False) -> None:

@@ -1,28 +1,34 @@
 """Scenario configuration: model, data, lengths, the two training recipes, resources, the
 watchdog, and how trials are evaluated (its sampling and judge: raydaa.config.evaluation).
 
-Loaded from `search_spaces/scenarios/<name>.yaml` into typed dataclasses (litgpt style: a
+Loaded from `scenarios/<name>.yaml` of the search-space folders (the shipped
+`raydaa/search_spaces/` under the user's own: raydaa.config.space_folders), or from a YAML
+path anywhere on disk, into typed dataclasses (litgpt style: a
 docstring under each field, cross-field checks in `__post_init__`). An unknown key is an
 error that names the file, the key and the valid keys.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from raydaa.config.evaluation import GenerationConfig, JudgeConfig
+from raydaa.config import space_folders
+from raydaa.config.evaluation import GenerationConfig, JudgeConfig, resolve_judge_paths
+from raydaa.config.grids import check_grids
 from raydaa.config.loading import ConfigError, build
 from raydaa.config.rules import (
     check_attn_implementation,
     check_batch_split,
     check_checkpoint_every,
     check_counts,
+    check_finite,
+    check_flags,
     check_warmup_ratio,
     check_watchdog_timeouts,
+    check_whole,
     check_zero_stage,
 )
 
@@ -31,9 +37,9 @@ BUILDERS = ("tiny",)
 
 
 def search_spaces_dir() -> Path:
-    """`$RAYDAA_SEARCH_SPACES`, else the repository's `search_spaces/`."""
-    env = os.environ.get("RAYDAA_SEARCH_SPACES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "search_spaces"
+    """The shipped search spaces, `raydaa/search_spaces/` inside the installed package (the
+    user's folders layer over it: raydaa.config.space_folders)."""
+    return space_folders.shipped_dir()
 
 
 @dataclass
@@ -52,24 +58,41 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    sft: str
-    """SFT data: a public dataset name, a local JSONL/Parquet/Arrow path, or tiny:<split>."""
-    preference: str
+    sft: str | dict
+    """SFT data: a hub dataset id, a local file (.jsonl/.json/.csv/.parquet/.arrow) or folder
+    (save_to_disk or hub layout), tiny:<split>, or a mapping {path, name, split, columns}
+    (raydaa.config.data_source)."""
+    preference: str | dict
     """Preference pairs, same sources."""
-    validation: str
+    validation: str | dict
     """Held-out preference pairs; their prompts are the evaluation prompts."""
-    format: str = "conversational"
-    """conversational (chat template, UF scenarios) or plain (TL;DR)."""
-    sft_split: str = "train"
-    """Split of `sft` ("train"/"test", or the hub's own name, e.g. train_sft)."""
-    preference_split: str = "train"
-    """Split of `preference` (UF: train_prefs)."""
-    validation_split: str = "test"
-    """Split of `validation` (UF: test_prefs)."""
+    format: str = "auto"
+    """conversational (chat template, UF scenarios), plain (TL;DR), or auto: inferred from
+    the data before stage 1 (raydaa.data.preflight)."""
+    sft_split: str | None = None
+    """Split of `sft` ("train"/"test", or the hub's own name, e.g. train_sft); default train."""
+    preference_split: str | None = None
+    """Split of `preference` (UF: train_prefs); default train."""
+    validation_split: str | None = None
+    """Split of `validation` (UF: test_prefs); default test."""
 
     def __post_init__(self) -> None:
-        if self.format not in ("conversational", "plain"):
-            raise ValueError(f"data.format must be conversational or plain, got {self.format!r}")
+        if self.format not in DATA_FORMATS:
+            raise ValueError(f"data.format must be one of {list(DATA_FORMATS)}, got {self.format!r}")
+        for which in SOURCE_KEYS:  # malformed sources fail when the scenario loads
+            self.source(which)
+
+    def source(self, which: str):
+        """The typed `DataSource` of `which` in SOURCE_KEYS (path, split, name, columns)."""
+        from raydaa.config.data_source import data_source
+
+        return data_source(getattr(self, which), f"data.{which}",
+                           getattr(self, f"{which}_split"), DEFAULT_SPLITS[which])
+
+
+DATA_FORMATS = ("conversational", "plain", "auto")
+SOURCE_KEYS = ("sft", "preference", "validation")
+DEFAULT_SPLITS = {"sft": "train", "preference": "train", "validation": "test"}
 
 
 @dataclass
@@ -96,7 +119,17 @@ class RecipeConfig:
     """linear: linear warmup, then linear decay to 0 (paper Table 4)."""
 
     def __post_init__(self) -> None:
-        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        check_whole(
+            {"epochs": self.epochs, "global_batch_size": self.global_batch_size,
+             "micro_batch_size": self.micro_batch_size}
+        )
+        if not isinstance(self.adam_betas, list | tuple):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        self.adam_betas = tuple(check_finite({"adam_betas": b})["adam_betas"] for b in self.adam_betas)
+        self.warmup_ratio = check_finite({"warmup_ratio": self.warmup_ratio})["warmup_ratio"]
+        self.grad_clip = check_finite({"grad_clip": self.grad_clip}, positive=True)["grad_clip"]
+        if self.lr is not None:
+            self.lr = check_finite({"lr": self.lr}, positive=True)["lr"]
         check_counts(
             {
                 "epochs": self.epochs,
@@ -104,14 +137,9 @@ class RecipeConfig:
                 "micro_batch_size": self.micro_batch_size,
             }
         )
-        self.lr = None if self.lr is None else float(self.lr)
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         check_warmup_ratio(self.warmup_ratio)
-        if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
         if self.optimizer != "adam":
             raise ValueError(
                 f"optimizer must be 'adam' (the only one implemented), got {self.optimizer!r}"
@@ -144,6 +172,16 @@ class ResourcesConfig:
     each from the run's last checkpoint; -1: unlimited."""
 
     def __post_init__(self) -> None:
+        check_whole(
+            {"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker,
+             "zero_stage": self.zero_stage, "max_failures": self.max_failures}
+        )
+        if self.checkpoint_every is not None:
+            check_whole({"checkpoint_every": self.checkpoint_every})
+        check_flags(
+            {"use_gpu": self.use_gpu, "bf16": self.bf16,
+             "gradient_checkpointing": self.gradient_checkpointing}
+        )
         check_counts({"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker})
         check_checkpoint_every(self.checkpoint_every)
         if self.max_failures < -1:
@@ -167,6 +205,8 @@ class WatchdogConfig:
     checkpoint save (an 8B ZeRO-3 checkpoint to shared storage takes minutes)."""
 
     def __post_init__(self) -> None:
+        bounds = {"startup_timeout_s": self.startup_timeout_s, "stall_timeout_s": self.stall_timeout_s}
+        self.startup_timeout_s, self.stall_timeout_s = check_finite(bounds, positive=True).values()
         check_watchdog_timeouts(self.startup_timeout_s, self.stall_timeout_s, section="watchdog")
 
 
@@ -194,8 +234,14 @@ class Scenario:
     """Quality judge (paper §4.2, A.3); every shipped scenario sets it."""
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     """Start-up and stall bounds of every run (README "When something hangs")."""
+    grids: dict[str, dict] = field(default_factory=dict)
+    """The scenario's own grids per method ({dpo: {betas: [...], lrs: [...]}}, single-stage
+    setups under `setups.<setup>`), with the keys of a method file's `scenarios.<name>`
+    block; they win over that block, which wins over the method file's defaults."""
 
     def __post_init__(self) -> None:
+        self.grids = check_grids(self.grids)
+        check_whole({"max_length": self.max_length, "seed": self.seed})
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         for stage in ("sft", "align"):
@@ -224,21 +270,29 @@ class Scenario:
 
 
 def available_scenarios(root: Path | None = None) -> list[str]:
-    root = root or search_spaces_dir()
-    return sorted(p.stem for p in (root / "scenarios").glob("*.yaml"))
+    """Scenario names over the search-space folders (shipped and the user's), or of `root`
+    alone."""
+    return list(space_folders.listing("scenarios", root))
 
 
 def load_scenario(name_or_path: str, root: Path | None = None) -> Scenario:
-    """A scenario by name (search_spaces/scenarios/<name>.yaml) or by YAML path."""
+    """A scenario by name (`scenarios/<name>.yaml` of the first search-space folder that has
+    it, the user's before the shipped one; `root` alone when given) or by a YAML path
+    anywhere on disk. Its name is the file's `name:` key."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = (root or search_spaces_dir()) / "scenarios" / f"{name_or_path}.yaml"
-        if not path.exists():
+        found = space_folders.find("scenarios", name_or_path, root)
+        if found is None:
             raise ConfigError(
-                f"unknown scenario {name_or_path!r}; valid: {available_scenarios(root)}"
+                f"unknown scenario {name_or_path!r} (no {name_or_path}.yaml in "
+                f"{space_folders.where('scenarios', root)}); valid: {available_scenarios(root)}"
             )
+        path = found
+    elif not path.is_file():
+        raise ConfigError(f"{path}: no such scenario file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    resolve_judge_paths(data, path.parent)
     return build(Scenario, data, str(path))

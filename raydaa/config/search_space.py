@@ -1,6 +1,7 @@
 """Per-method search spaces: the paper's grids (β of Table 6, lrs of Table 4, λ of §4.1).
 
-Files under `search_spaces/` (or `$RAYDAA_SEARCH_SPACES`):
+Files under the search-space folders: the shipped `raydaa/search_spaces/`, under the user's
+own (`$RAYDAA_SEARCH_SPACES`, `--search-spaces DIR`; raydaa.config.space_folders):
 
     methods/<method>.yaml        setup `two_stage`: β x lr from the SFT model (paper §4.2),
                                  with a `scenarios:` block of per-scenario overrides
@@ -8,7 +9,8 @@ Files under `search_spaces/` (or `$RAYDAA_SEARCH_SPACES`):
                                  sft_init_align_only (paper §4.1), each with its overrides
 
 A per-scenario block replaces any key of the space (`lrs: [...]`) or extends the β grid
-with `extra_betas` (Appendix A.2.2's extreme points). Every grid is the product of its
+with `extra_betas` (Appendix A.2.2's extreme points); a scenario's own `grids.<method>`
+(same keys) wins over that block. Every grid is the product of its
 lists, so `grid()` (Ray Tune grid search) and `optuna_space()` (categorical over the same
 values, for Ray Tune's OptunaSearch) explore exactly the same set of configurations.
 """
@@ -23,13 +25,18 @@ from typing import Any
 
 import yaml
 
+from raydaa.config import space_folders
+from raydaa.config.grids import INITS, OVERRIDE_KEYS, SETUPS, SPACE_KEYS, same
+from raydaa.config.grids import integers as _integers
+from raydaa.config.grids import number as _number
+from raydaa.config.grids import numbers as _numbers
 from raydaa.config.loading import ConfigError, build
-from raydaa.config.scenario import Scenario, available_scenarios, load_scenario, search_spaces_dir
+from raydaa.config.rules import check_finite, check_whole
+from raydaa.config.scenario import Scenario, available_scenarios, load_scenario
 from raydaa.core.methods import LOSS_FIELDS, METHOD_SPECS, METHODS, LossConfig
 
 TWO_STAGE = "two_stage"
 """The paper's recommended setup: SFT first, then the alignment loss alone (β searched)."""
-INITS = ("sft", "base")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,15 @@ class AlignConfig:
     lr: float
     epochs: int | None = None
     """Overrides the scenario's align.epochs (single-stage runs use 1 or 2)."""
+
+    def __post_init__(self) -> None:
+        # the optimizer's fields are checked here, as the loss checks its own, so a bad
+        # `--lr nan` or `--epochs 0` is refused before any run starts
+        object.__setattr__(self, "lr", check_finite({"lr": self.lr}, positive=True)["lr"])
+        if self.epochs is not None:
+            check_whole({"epochs": self.epochs})
+            if self.epochs < 1:
+                raise ValueError(f"epochs must be >= 1, got {self.epochs}")
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AlignConfig:
@@ -144,7 +160,7 @@ class MethodSpace:
         for key, value in config.items():
             if key not in allowed:
                 raise KeyError(f"{key!r} is not a search-space key; valid: {sorted(allowed)}")
-            if not any(_same(value, choice) for choice in allowed[key]):
+            if not any(same(value, choice) for choice in allowed[key]):
                 return False
         return True
 
@@ -183,28 +199,23 @@ class MethodSpace:
 # Loading
 # ---------------------------------------------------------------------------------------
 
-_SPACE_KEYS = ("betas", "lrs", "lambdas", "sft_weight", "gamma_beta_ratio", "epochs",
-               "normalization", "init", "description")
-"""Keys a setup or a per-scenario block may set."""
-_OVERRIDE_KEYS = (*_SPACE_KEYS, "extra_betas")
-_TWO_STAGE_FILE_KEYS = ("method", *_SPACE_KEYS, "scenarios")
+_TWO_STAGE_FILE_KEYS = ("method", *SPACE_KEYS, "scenarios")
 _SINGLE_STAGE_FILE_KEYS = ("method", "normalization", "description", "setups")
-_SETUP_KEYS = (*_SPACE_KEYS, "scenarios")
+_SETUP_KEYS = (*SPACE_KEYS, "scenarios")
 
 
 def available_methods(root: Path | None = None) -> list[str]:
-    """Methods with a two-stage space file (`methods/<method>.yaml`), in METHODS order
-    (a file named for no method comes last, and fails to load)."""
-    stems = [p.stem for p in _dir(root, "methods").glob("*.yaml")]
+    """Methods with a two-stage space file (`methods/<method>.yaml`) in any search-space
+    folder, in METHODS order (a file named for no method comes last, and fails to load)."""
+    stems = list(space_folders.listing("methods", root))
     return sorted(stems, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
 
 
 def available_setups(method: str | None = None, root: Path | None = None) -> list[str]:
     """two_stage, then the single-stage setups (of `method`, or of any method)."""
-    files = sorted(_dir(root, "single_stage").glob("*.yaml"))
     setups: list[str] = []
-    for path in files:
-        if method is None or path.stem == method:
+    for stem, path in space_folders.listing("single_stage", root).items():
+        if method is None or stem == method:
             data = _read(path)
             setups += [s for s in (data.get("setups") or {}) if s not in setups]
     return [TWO_STAGE, *setups]
@@ -218,27 +229,24 @@ def load_method_space(
 ) -> MethodSpace:
     """The search space of `method` for `scenario` in `setup`.
 
-    scenario: a scenario name under `search_spaces/scenarios/` (its override block applies),
-    a loaded Scenario (its name's block applies if there is one: a scenario of one's own
-    gets the method's defaults), or None (the defaults). Errors are ConfigError naming the
+    scenario: a scenario name or YAML path (loaded), a loaded Scenario, or None (the
+    method's defaults). Precedence: the scenario's own `grids.<method>` (single-stage:
+    `grids.<method>.setups.<setup>`), then the method file's block for the scenario's name
+    (`scenarios.<name>`), then the method file's defaults. `root`: one complete
+    search-space folder instead of the layered ones. Errors are ConfigError naming the
     file, the key and the valid choices.
     """
-    root = Path(root) if root else search_spaces_dir()
     known = available_scenarios(root)
-    if isinstance(scenario, Scenario):
-        scenario_name = scenario.name
-    else:
-        scenario_name = scenario
-        if scenario is not None and scenario not in known:
-            raise ConfigError(
-                f"{root / 'scenarios'}: unknown scenario {scenario!r}; valid: {known}"
-            )
+    loaded = None
+    if scenario is not None:
+        loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, root)
+    scenario_name = None if loaded is None else loaded.name
     if setup == TWO_STAGE:
-        path = root / "methods" / f"{method}.yaml"
-        if not path.exists():
+        path = space_folders.find("methods", method, root)
+        if path is None:
             raise ConfigError(
-                f"{root / 'methods'}: unknown method {method!r} (no {method}.yaml); "
-                f"valid: {available_methods(root)}"
+                f"{space_folders.where('methods', root)}: unknown method {method!r} "
+                f"(no {method}.yaml); valid: {available_methods(root)}"
             )
         data = _read(path)
         _check_keys(data, _TWO_STAGE_FILE_KEYS, str(path))
@@ -246,11 +254,12 @@ def load_method_space(
         base = {k: v for k, v in data.items() if k != "scenarios"}
         blocks, where = data.get("scenarios"), f"{path}: scenarios"
     else:
-        path = root / "single_stage" / f"{method}.yaml"
-        if not path.exists():
+        path = space_folders.find("single_stage", method, root)
+        if path is None:
             raise ConfigError(
-                f"{root / 'single_stage'}: method {method!r} has no setup {setup!r} "
-                f"(no {method}.yaml); valid setups for {method}: {available_setups(method, root)}"
+                f"{space_folders.where('single_stage', root)}: method {method!r} has no setup "
+                f"{setup!r} (no {method}.yaml); valid setups for {method}: "
+                f"{available_setups(method, root)}"
             )
         data = _read(path)
         _check_keys(data, _SINGLE_STAGE_FILE_KEYS, str(path))
@@ -274,23 +283,21 @@ def load_method_space(
     for name, override in blocks.items():
         if name not in known:
             raise ConfigError(f"{where}: unknown scenario {name!r}; valid: {known}")
-        _check_keys(override, _OVERRIDE_KEYS, f"{where}.{name}")
+        _check_keys(override, OVERRIDE_KEYS, f"{where}.{name}")
 
     merged = dict(base)
     label = str(path)
     if scenario_name in blocks:
-        override = dict(blocks[scenario_name])
-        extra = override.pop("extra_betas", None)
-        merged.update(override)
-        if extra is not None:
-            if not isinstance(extra, list) or not extra:
-                raise ConfigError(f"{where}.{scenario_name}: extra_betas: expected a non-empty list")
-            merged["betas"] = [*(merged.get("betas") or []), *extra]
+        _apply(merged, blocks[scenario_name], f"{where}.{scenario_name}")
         label = f"{path} (scenarios.{scenario_name})"
-    if "epochs" not in merged and scenario is not None:
+    own = None if loaded is None else _own_grid(loaded, method, setup, root)
+    if own is not None:
+        key, grid = own
+        _apply(merged, grid, f"scenario {scenario_name!r}: {key}")
+        label = f"{label} + scenario {scenario_name!r} ({key})"
+    if "epochs" not in merged and loaded is not None:
         # one source for a two-stage run's length: the scenario's align recipe (a grid's
         # own `epochs: [1]` once silently overrode tiny's `align.epochs: 2`)
-        loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, root)
         merged["epochs"] = [loaded.align.epochs]
     merged.update(setup=setup, scenario=scenario_name, source=str(path))
     return build(MethodSpace, merged, label)
@@ -312,8 +319,39 @@ def load_all_spaces(
 # ---------------------------------------------------------------------------------------
 
 
-def _dir(root: Path | None, sub: str) -> Path:
-    return (Path(root) if root else search_spaces_dir()) / sub
+def _own_grid(
+    scenario: Scenario, method: str, setup: str, root: Path | None
+) -> tuple[str, dict[str, Any]] | None:
+    """The scenario's own grid for (method, setup) and its key (`grids.dpo`,
+    `grids.orpo.setups.base_init`), or None; a setup the method's files lack is refused."""
+    block = scenario.grids.get(method)
+    if block is None:
+        return None
+    setups = block.get(SETUPS) or {}
+    valid = available_setups(method, root)[1:]
+    unknown = sorted(set(setups) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"scenario {scenario.name!r}: grids.{method}.{SETUPS}: unknown setup(s) {unknown}; "
+            f"valid single-stage setups of {method}: {valid}"
+        )
+    if setup == TWO_STAGE:
+        grid = {k: v for k, v in block.items() if k != SETUPS}
+        return (f"grids.{method}", grid) if grid else None
+    if setup in setups:
+        return f"grids.{method}.{SETUPS}.{setup}", setups[setup]
+    return None
+
+
+def _apply(merged: dict[str, Any], override: dict[str, Any], where: str) -> None:
+    """An override block into `merged`: its keys replace, its `extra_betas` extend β."""
+    override = dict(override)
+    extra = override.pop("extra_betas", None)
+    merged.update(override)
+    if extra is not None:
+        if not isinstance(extra, list) or not extra:
+            raise ConfigError(f"{where}: extra_betas: expected a non-empty list")
+        merged["betas"] = [*(merged.get("betas") or []), *extra]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -341,48 +379,3 @@ def _check_method(data: dict[str, Any], method: str, path: Path) -> None:
         )
     if data["method"] != method:
         raise ConfigError(f"{path}: method: {data['method']!r} in a file named for {method!r}")
-
-
-def _number(name: str, value: Any) -> float:
-    """A finite float; numeric strings are accepted (YAML 1.1 reads `3e-7` as a string)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return number
-
-
-def _numbers(name: str, values: Any, *, positive: bool) -> list[float]:
-    """A sorted, non-empty list of distinct finite floats (> 0 when `positive`)."""
-    if not isinstance(values, (list, tuple)) or not values:
-        raise ValueError(f"{name}: expected a non-empty list, got {values!r}")
-    numbers = [_number(name, v) for v in values]
-    if positive and any(v <= 0 for v in numbers):
-        raise ValueError(f"{name}: every value must be > 0, got {numbers}")
-    _no_duplicates(name, numbers)
-    return sorted(numbers)
-
-
-def _integers(name: str, values: Any) -> list[int]:
-    if not isinstance(values, (list, tuple)) or not values:
-        raise ValueError(f"{name}: expected a non-empty list, got {values!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name}: expected integers >= 1, got {list(values)}")
-    _no_duplicates(name, values)
-    return sorted(values)
-
-
-def _no_duplicates(name: str, values: list) -> None:
-    repeated = sorted({v for v in values if sum(_same(v, w) for w in values) > 1})
-    if repeated:
-        raise ValueError(f"{name}: repeated value(s) {repeated}")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-    return a == b

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -104,6 +105,29 @@ def uses_length_normalization(method: str, policy: NormalizationPolicy = "paper"
 # ---------------------------------------------------------------------------------------
 
 
+LOSS_DOMAINS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "beta": ("> 0", lambda v: v > 0),
+    "lambda_": ("> 0", lambda v: v > 0),
+    "sft_weight": (">= 0", lambda v: v >= 0),
+    "gamma_beta_ratio": (">= 0", lambda v: v >= 0),
+}
+"""Each numeric loss field's domain beyond finiteness: (its wording, its test)."""
+
+
+def check_loss_number(name: str, value: Any) -> float:
+    """`value` as the float the loss field `name` runs with: a finite number (not a bool,
+    NaN or inf) in its LOSS_DOMAINS range; else a ValueError naming the field and value."""
+    wording, within = LOSS_DOMAINS[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not within(value)
+    ):
+        raise ValueError(f"{name} must be a finite number {wording}, got {value!r}")
+    return float(value)
+
+
 def _field(help_: str, **metadata: Any) -> dict[str, Any]:
     return {"help": help_, **metadata}
 
@@ -140,16 +164,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         spec = get_spec(self.method)
         for name in ("beta", "lambda_", "sft_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{self.method}: {name} must be a finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.beta <= 0:
-            raise ValueError(f"{self.method}: beta must be a finite number > 0, got {self.beta!r}")
-        if self.lambda_ <= 0:
-            raise ValueError(f"{self.method}: lambda_ must be > 0, got {self.lambda_!r}")
-        if self.sft_weight < 0:
-            raise ValueError(f"{self.method}: sft_weight must be >= 0, got {self.sft_weight!r}")
+            try:
+                object.__setattr__(self, name, check_loss_number(name, getattr(self, name)))
+            except ValueError as err:
+                raise ValueError(f"{self.method}: {err}") from None
         for name in _METHOD_SPECIFIC:
             value = getattr(self, name)
             if name not in spec.extra_hparams:
@@ -157,9 +175,10 @@ class LossConfig:
                     raise ValueError(f"{name}: only {_takers(name)} takes it; got {value!r} for {self.method}")
                 continue
             value = spec.extra_hparams[name] if value is None else value
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{self.method}: {name} must be a number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            try:
+                object.__setattr__(self, name, check_loss_number(name, value))
+            except ValueError as err:
+                raise ValueError(f"{self.method}: {err}") from None
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization: unknown {self.normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raydaa.data.sources import resolve_source
+from raydaa.data.preflight import preflight
 from raydaa.data.tokenize import load_tokenizer
 from raydaa.data.validation import DEFAULT_THRESHOLD, ValidationReport, check_data, print_reports
 
@@ -17,21 +17,37 @@ if TYPE_CHECKING:
 
 def scenario_reports(scenario: Scenario) -> list[ValidationReport]:
     """One report per dataset of the scenario (SFT, preference, validation), read and
-    tokenized as its stages do, with its max_length."""
+    tokenized as its stages do, with its max_length, after the preflight checks (sources,
+    formats, validation prompts: raydaa.data.preflight), which raise DataSourceError."""
+    data_format = preflight(scenario)
     tokenizer = load_tokenizer(scenario)
     reports = []
-    for which in ("sft", "preference", "validation"):
-        split = getattr(scenario.data, f"{which}_split")
+    for which, kind in (("sft", "sft"), ("preference", "preference"), ("validation", None)):
+        source = scenario.data.source(which)
         reports.append(
             check_data(
-                resolve_source(getattr(scenario.data, which), split),
-                split=split,
+                source,
+                kind=kind,
+                split=source.split,
                 tokenizer=tokenizer,
                 max_length=scenario.max_length,
                 name=f"{scenario.name}:{which}",
             )
         )
+    print(f"data check: scenario {scenario.name}: data.format {scenario.data.format}"
+          f"{f' (inferred: {data_format})' if scenario.data.format == 'auto' else ''}")
     return reports
+
+
+def scenario_check_main(scenario: Scenario, threshold: float = DEFAULT_THRESHOLD) -> int:
+    """`raydaa data check --scenario`: 0 when every source is within `threshold`, 1 when
+    one is above it, 2 when a source cannot be read or used (the message says why)."""
+    try:
+        reports = scenario_reports(scenario)
+    except (OSError, ValueError) as err:
+        print(f"data check: {err}")
+        return 2
+    return print_reports(reports, threshold)
 
 
 def source_reports(path_or_scenario: str, *, split: str = "train", tokenizer: Any = None,

@@ -1,5 +1,7 @@
-"""Where rows come from: the paper's public datasets by hub name, local JSONL / JSON /
-Parquet / Arrow files, `save_to_disk` folders, in-memory `datasets.Dataset`s or lists of dicts.
+"""Where rows come from: any hub dataset by id (the paper's four also by alias), local
+JSONL / JSON / CSV / Parquet / Arrow files, `save_to_disk` folders, hub-layout folders of
+shards, in-memory `datasets.Dataset`s or lists of dicts; a scenario's `DataSource` adds the
+dataset's config name and a column mapping.
 
 Rows are read as they are: typing, checking and templating happen in `validation`.
 """
@@ -14,7 +16,18 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+
+from raydaa.config.data_source import DataSource
+from raydaa.data.errors import DataSourceError
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".feather")
+EXPECTED = (
+    "a local file (.jsonl, .json, .csv, .parquet, .arrow), a `save_to_disk` folder, a folder "
+    "of data shards in the hub's layout (e.g. data/train-00000-of-00001.parquet), or a hub "
+    "dataset id"
+)
 
 
 @dataclass(frozen=True)
@@ -75,40 +88,141 @@ def _read_arrow(path: Path) -> datasets.Dataset:
     return datasets.Dataset(table)
 
 
-def load_rows(source: str | Path | datasets.Dataset | Sequence[dict], split: str = "train",
-              ) -> tuple[Sequence[Any], str]:
-    """(rows, source name) of a local file, a `save_to_disk` folder, a public dataset
-    (alias or hub name; `split` is "train"/"test" or the hub's own split name), an
-    in-memory `Dataset` or a list of dicts."""
-    if isinstance(source, datasets.Dataset):
-        return source, source.info.dataset_name or "<in-memory dataset>"
-    if not isinstance(source, str | Path):
-        return list(source), "<in-memory rows>"
-    path = Path(source)
-    if path.is_dir():
+def _read_csv(path: Path) -> datasets.Dataset:
+    """A CSV file, every column read as text: CSV has no types, and every field we use is
+    text (a column of numbers would otherwise arrive as int64)."""
+    table = pa_csv.read_csv(path)
+    return datasets.Dataset(table.cast(pa.schema([(n, pa.string()) for n in table.column_names])))
+
+
+def _read_file(path: Path) -> Sequence[Any]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return _read_json_lines(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix == ".parquet":
+        return datasets.Dataset(pq.read_table(path))
+    if suffix in (".arrow", ".feather"):
+        return _read_arrow(path)
+    raise DataSourceError(f"{path}: unsupported extension {suffix!r}; expected {EXPECTED}")
+
+
+def _read_folder(path: Path, split: str, name: str | None) -> datasets.Dataset:
+    """A `save_to_disk` folder (it has dataset_dict.json or state.json), else a folder of
+    shards in the hub's layout, read as `load_dataset` reads a hub repository."""
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         loaded = datasets.load_from_disk(str(path))
-        return (loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded), str(path)
+        if not isinstance(loaded, datasets.DatasetDict):
+            return loaded
+        if split not in loaded:
+            raise DataSourceError(f"{path}: no split {split!r}; its splits: {sorted(loaded)}")
+        return loaded[split]
+    try:
+        return datasets.load_dataset(str(path), name=name, split=split)
+    except (ValueError, FileNotFoundError) as err:  # no data files, unknown split or config
+        raise DataSourceError(
+            f"{path}: cannot read split {split!r} of this folder ({err}); expected {EXPECTED}"
+        ) from None
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a hub id: a file suffix, or an absolute / relative / home path."""
+    return Path(source).suffix.lower() in FILE_SUFFIXES or source.startswith(("/", ".", "~"))
+
+
+def _read(source: str | Path, split: str, name: str | None) -> tuple[Sequence[Any], str]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _read_folder(path, split, name), str(path)
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".json"):
-            return _read_json_lines(path), str(path)
-        if suffix == ".parquet":
-            return datasets.Dataset(pq.read_table(path)), str(path)
-        if suffix in (".arrow", ".feather"):
-            return _read_arrow(path), str(path)
-        raise ValueError(f"{path}: unsupported extension {suffix!r}; use .jsonl, .json, .parquet or .arrow")
-    spec = public_dataset(str(source))
-    if spec is None:
-        raise FileNotFoundError(
-            f"{source}: neither a local file nor a known dataset ({', '.join(PUBLIC_DATASETS)})")
-    hub_split = spec.splits.get(split, split)
-    return datasets.load_dataset(spec.path, split=hub_split), f"{spec.path}[{hub_split}]"
+        if path.stat().st_size == 0:
+            raise DataSourceError(f"{path}: the file is empty (no rows)")
+        return _read_file(path), str(path)
+    if isinstance(source, Path) or _looks_local(source):
+        raise DataSourceError(f"{path} does not exist; expected {EXPECTED}")
+    spec = public_dataset(source)
+    hub_id, hub_split = (spec.path, spec.splits.get(split, split)) if spec else (source, split)
+    label = f"{hub_id}[{hub_split}]"
+    try:
+        return datasets.load_dataset(hub_id, name=name, split=hub_split), label
+    except (OSError, ValueError) as err:  # offline, unknown id / config / split
+        raise DataSourceError(
+            f"{source} is not a local file or folder, and the hub dataset {label} cannot be "
+            f"loaded ({str(err).splitlines()[0]}); expected {EXPECTED}"
+        ) from None
 
 
-def resolve_source(source: str, split: str):
-    """A built-in scenario's dataset (raydaa.scenarios); anything else is passed to
-    raydaa.data as it is."""
+def _columns(rows: Sequence[Any]) -> list[str]:
+    """Column names of a Dataset, or the keys seen in any row of a list (in first-seen order)."""
+    if isinstance(rows, datasets.Dataset):
+        return list(rows.column_names)
+    return list(dict.fromkeys(key for row in rows if isinstance(row, dict) for key in row))
+
+
+def rename_columns(rows: Sequence[Any], columns: dict[str, str], label: str) -> Sequence[Any]:
+    """Rows with each mapped column renamed to our field ({our field: its column}).
+
+    Raises DataSourceError naming the source, the mapped column and the columns it has."""
+    present = _columns(rows)
+    renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
+    for ours, theirs in columns.items():
+        if theirs not in present:
+            raise DataSourceError(
+                f"{label}: columns.{ours} maps to column {theirs!r}, which it does not have; "
+                f"its columns: {present}"
+            )
+        if ours != theirs and ours in present and ours not in renames:
+            raise DataSourceError(
+                f"{label}: columns.{ours} maps to column {theirs!r}, but it also has a column "
+                f"{ours!r}; map that one elsewhere or drop it (its columns: {present})"
+            )
+    if not renames:
+        return rows
+    if isinstance(rows, datasets.Dataset):
+        return rows.rename_columns(renames)
+    return [{renames.get(k, k): v for k, v in row.items()} if isinstance(row, dict) else row
+            for row in rows]
+
+
+def load_rows(source: str | Path | DataSource | datasets.Dataset | Sequence[dict], split: str = "train",
+              *, name: str | None = None, columns: dict[str, str] | None = None,
+              ) -> tuple[Sequence[Any], str]:
+    """(rows, source name) of a scenario's `DataSource`, a local file or folder, a hub
+    dataset (alias or id; `split` is "train"/"test" for the paper's datasets, else the hub's
+    own split name; `name` its config), an in-memory `Dataset` or a list of dicts.
+
+    `columns` ({our field: its column}) renames before anything else looks at the rows.
+    Raises DataSourceError for a missing or empty source or a bad mapping; a `DataSource`'s
+    errors start with its scenario key (e.g. "data.preference").
+    """
+    if isinstance(source, DataSource):
+        try:
+            return _load(resolve_source(source.path), source.split, source.name, source.columns,
+                         source.path)
+        except DataSourceError as err:
+            raise DataSourceError(f"{source.key}: {err}" if source.key else str(err)) from None
+    return _load(source, split, name, columns)
+
+
+def _load(source, split: str, name: str | None, columns: dict[str, str] | None,
+          label: str | None = None) -> tuple[Sequence[Any], str]:
+    if isinstance(source, datasets.Dataset):
+        rows, label = source, label or source.info.dataset_name or "<in-memory dataset>"
+    elif not isinstance(source, str | Path):
+        rows, label = list(source), "<in-memory rows>"
+    else:
+        rows, label = _read(source, split, name)
+    if len(rows) == 0:
+        raise DataSourceError(f"{label}: no rows (an empty file or split)")
+    return (rename_columns(rows, columns, label) if columns else rows), label
+
+
+def resolve_source(source: str | DataSource, split: str | None = None):
+    """A built-in scenario's dataset (raydaa.scenarios) for `tiny:<split>`; anything else
+    is returned as it is, for `load_rows`."""
     from raydaa.scenarios.assets import builtin_dataset
 
-    dataset = builtin_dataset(source)
+    path = source.path if isinstance(source, DataSource) else source
+    dataset = builtin_dataset(path) if isinstance(path, str) else None
     return source if dataset is None else dataset

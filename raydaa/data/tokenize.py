@@ -40,9 +40,16 @@ def truncate(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_lengt
     return prompt, completion[: max_length - len(prompt)]
 
 
-def _with_eos(ids: list[int], eos_token_id: int) -> list[int]:
-    """Completion ids ending with EOS (chat templates like Zephyr's already add it)."""
-    return ids if ids and ids[-1] == eos_token_id else ids + [eos_token_id]
+def _with_eos(ids: list[int], tokenizer: Any) -> list[int]:
+    """Completion ids ending the turn with EOS. A chat template's own end of turn is kept
+    as it is (Zephyr's `</s>`, ChatML's `<|im_end|>` followed by a newline), as TRL does:
+    appending EOS after that newline would train a second end of turn."""
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        after = ids[len(ids) - ids[::-1].index(eos):]
+        if not tokenizer.decode(after).strip():
+            return ids
+    return ids + [eos]
 
 
 def _tokenize(checked: Checked, tokenizer: Any, max_length: int) -> datasets.Dataset:
@@ -56,7 +63,7 @@ def _tokenize(checked: Checked, tokenizer: Any, max_length: int) -> datasets.Dat
         input_ids, labels = [], []
         for prompt, completion in zip(checked.prompt_ids, completion_ids, strict=True):
             # Never None: prompts that fill the window were dropped by the length check.
-            prompt, completion = truncate(prompt, _with_eos(completion, tokenizer.eos_token_id), max_length)
+            prompt, completion = truncate(prompt, _with_eos(completion, tokenizer), max_length)
             input_ids.append(prompt + completion)
             labels.append([IGNORE_INDEX] * len(prompt) + completion)
         columns[f"{prefix}input_ids"], columns[f"{prefix}labels"] = input_ids, labels
@@ -155,7 +162,15 @@ def load_tokenizer(scenario):
         return tokenizer
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(scenario.model.hf_id)
+    from raydaa.io import storage
+
+    # an s3:// / gs:// model folder is copied to this node first, as its weights are
+    tokenizer = AutoTokenizer.from_pretrained(storage.local_copy(scenario.model.hf_id))
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"model.hf_id {scenario.model.hf_id}: its tokenizer has no eos_token, which ends "
+            "every completion and stops sampling; set one and save the tokenizer again"
+        )
     if tokenizer.pad_token_id is None:  # Llama ships none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -15,6 +15,8 @@ import datasets
 import jinja2
 from trl.data_utils import extract_prompt
 
+from raydaa.data.errors import DataValidationError
+from raydaa.data.formats import DataFormat, detect_format
 from raydaa.data.sources import Unparsable, load_rows, public_dataset
 from raydaa.data.templating import render
 
@@ -30,10 +32,6 @@ REASONS = {
     "duplicate": "same prompt + chosen + rejected (or prompt + completion) seen before",
     "prompt_over_length": "prompt alone fills max_length: no completion token would fit",
 }
-
-
-class DataValidationError(ValueError):
-    """Too many bad rows to start a run; the message names the source, counts and rows."""
 
 
 @dataclass
@@ -54,6 +52,8 @@ class ValidationReport:
     """Chat-message rows (True) or plain text (False); None if no row told."""
     max_length: int | None = None
     """Length the prompt check used; None when it was skipped (no tokenizer)."""
+    data_format: str | None = None
+    """The accepted format the rows were read in (raydaa.data.formats), as text."""
 
     @property
     def n_bad(self) -> int:
@@ -87,6 +87,7 @@ class ValidationReport:
         length = f"max_length {self.max_length}" if self.max_length else "length check skipped: no tokenizer"
         lines = [
             f"data check: {self.source} ({self.kind}, {fmt}, {length})",
+            f"format: {self.data_format or 'unknown'}",
             f"rows {self.total}, bad {self.n_bad} ({self.fraction_bad:.2%}), kept {self.n_kept}",
             f"  {'reason':<20}{'rows':>7}  first offending rows",
         ]
@@ -111,72 +112,35 @@ class ValidationReport:
             )
 
 
-def _columns(rows: Sequence[Any]) -> set[str]:
-    if isinstance(rows, datasets.Dataset):
-        return set(rows.column_names)
-    return {key for row in rows if isinstance(row, dict) for key in row}
-
-
-def infer_kind(rows: Sequence[Any]) -> str:
-    """"preference" if the rows have chosen and rejected, else "sft"."""
-    return "preference" if {"chosen", "rejected"} <= _columns(rows) else "sft"
-
-
-def _main_field(kind: str, columns: set[str]) -> str:
-    """The field whose type tells conversational from plain rows."""
-    if kind == "preference":
-        return "chosen"
-    return "messages" if "messages" in columns else "completion"
-
-
-def _required(kind: str, main: str, conversational: bool) -> tuple[str, ...]:
-    """Fields a row must have. Conversational preferences may leave the prompt implicit
-    in chosen / rejected (UltraFeedback repeats it there as the first turn)."""
-    if kind == "preference":
-        return ("chosen", "rejected") if conversational else ("prompt", "chosen", "rejected")
-    return ("messages",) if main == "messages" else ("prompt", "completion")
-
-
-def _is_messages(x: Any) -> bool:
-    return isinstance(x, list) and len(x) > 0 and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in x)
-
-
-def _is_conversational(rows: Sequence[Any], main: str) -> bool | None:
-    """Decided by the first row whose main field is set; rows that differ are wrong_type."""
-    for row in rows:
-        if isinstance(row, dict) and row.get(main) is not None:
-            return isinstance(row[main], list)
-    return None
-
-
-def _text_of(x: str | list[dict]) -> str:
-    return x if isinstance(x, str) else "".join(m["content"] for m in x)
-
-
-def _normalize(row: dict, kind: str, fields: tuple[str, ...], conversational: bool,
-               ) -> tuple[str, None] | tuple[None, tuple[Any, tuple[Any, ...]]]:
+def normalize(row: dict, fmt: DataFormat) -> tuple[str, None] | tuple[None, tuple[Any, tuple[Any, ...]]]:
     """(reason, None) for a bad row, else (None, (prompt, completions)): prompt and each
-    completion are message lists (conversational) or strings (plain)."""
+    completion are message lists (conversational) or strings (standard; a `text` row is an
+    empty prompt and the whole text as its completion, so every token is trained on)."""
+    fields = fmt.fields
     if any(row.get(f) is None for f in fields):
         return "missing_field", None
-    if not conversational:
+    if not fmt.conversational:
         if not all(isinstance(row[f], str) for f in fields):
             return "wrong_type", None
+        if fields == ("text",):
+            return None, ("", (row["text"],))
+        if fmt.implicit_prompt:  # the shared leading text is the prompt (TRL's rule)
+            split = extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})
+            return None, (split["prompt"], (split["chosen"], split["rejected"]))
         return None, (row["prompt"], tuple(row[f] for f in fields[1:]))
-    if kind == "sft" and fields == ("messages",):
+    if fmt.kind == "sft" and fields == ("messages",):
         if not _is_messages(row["messages"]) or len(row["messages"]) < 2:
             return "wrong_type", None
         prompt, completions = row["messages"][:-1], (row["messages"][-1:],)
-    elif kind == "sft":
+    elif fmt.kind == "sft":
         prompt, completions = row["prompt"], (row["completion"],)
     else:
         if not (_is_messages(row["chosen"]) and _is_messages(row["rejected"])):
             return "wrong_type", None
         prompt = row.get("prompt")
         if not _is_messages(prompt):
-            # UltraFeedback: the prompt is a string and also the shared first turn of
-            # chosen and rejected; TRL's extract_prompt splits that shared prefix off.
+            # Implicit prompt, or UltraFeedback's: a string that is also the shared first
+            # turn of chosen and rejected; TRL's extract_prompt splits that shared prefix off.
             if prompt is not None and not isinstance(prompt, str):
                 return "wrong_type", None
             split = extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})
@@ -187,6 +151,15 @@ def _normalize(row: dict, kind: str, fields: tuple[str, ...], conversational: bo
     if not (_is_messages(prompt) and all(_is_messages(c) and c[-1]["role"] == "assistant" for c in completions)):
         return "wrong_type", None
     return None, (prompt, completions)
+
+
+def _is_messages(x: Any) -> bool:
+    return isinstance(x, list) and len(x) > 0 and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in x)
+
+
+def _text_of(x: str | list[dict]) -> str:
+    return x if isinstance(x, str) else "".join(m["content"] for m in x)
 
 
 def _excerpt(row: Any, width: int = 100) -> str:
@@ -224,11 +197,10 @@ def check_rows(source: Any, *, kind: str | None, split: str, tokenizer: Any, max
     """Read and check every row of `source`; with a tokenizer, render the kept rows and
     (given `max_length`) drop prompts that fill the window."""
     rows, source_name = load_rows(source, split)
-    kind = kind or infer_kind(rows)
-    main = _main_field(kind, _columns(rows))
-    conversational = _is_conversational(rows, main)
-    fields = _required(kind, main, bool(conversational))
-    report = ValidationReport(name or source_name, kind, len(rows), conversational=conversational)
+    fmt, conversational = detect_format(rows, kind, name or source_name)
+    report = ValidationReport(name or source_name, fmt.kind, len(rows), conversational=conversational,
+                              data_format=str(fmt))
+    kind = fmt.kind
     if conversational and tokenizer is not None and tokenizer.chat_template is None:
         raise ValueError(f"{report.source}: conversational data needs a tokenizer with a chat_template")
     checked, seen = Checked(report), set()
@@ -236,7 +208,7 @@ def check_rows(source: Any, *, kind: str | None, split: str, tokenizer: Any, max
         if not isinstance(row, dict):
             report.add("malformed_json" if isinstance(row, Unparsable) else "wrong_type", index, _excerpt(row))
             continue
-        reason, example = _normalize(row, kind, fields, bool(conversational))
+        reason, example = normalize(row, fmt)
         if example is not None:
             prompt, completions = example
             # A digest, not the text: UltraChat's 200k conversations would take GBs.

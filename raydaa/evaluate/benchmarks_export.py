@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from raydaa.evaluate.kl import Estimate
+from raydaa.evaluate.llm_judge import scrub
 
 DEFAULT_ALPACA_EVAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"  # AlpacaEval 2's default
 
@@ -231,7 +232,8 @@ def run_alpaca_eval(outputs: Path, generator: str, judge) -> BenchmarkOutcome:
         env["OPENAI_API_BASE"] = base_url  # alpaca_eval's OpenAI decoder reads this one
     done = subprocess.run([executable, *command[1:]], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"alpaca_eval failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        stderr = scrub(done.stderr[-2000:], os.environ[key_env])  # it may echo a wrong key
+        raise RuntimeError(f"alpaca_eval failed (exit {done.returncode}): {stderr}")
     leaderboard = outputs.parent / annotator / "leaderboard.csv"
     estimate = read_alpaca_eval_leaderboard(leaderboard, generator)
     return BenchmarkOutcome(
@@ -262,6 +264,7 @@ def export_benchmarks(
 ) -> list[BenchmarkOutcome]:
     """Generate the policy's answers to each benchmark's prompts, write them, and score
     AlpacaEval where possible."""
+    from raydaa.data.preflight import scenario_format
     from raydaa.evaluate.generation import render_prompts, sample
 
     outcomes = []
@@ -274,7 +277,7 @@ def export_benchmarks(
         if benchmark in scenario.generation.greedy_benchmarks:
             config = replace(config, temperature=0.0)
         ids = render_prompts(
-            [p.text for p in prompts], tokenizer, scenario.data.format == "conversational"
+            [p.text for p in prompts], tokenizer, scenario_format(scenario) == "conversational"
         )
         samples = sample(policy, tokenizer, ids, config, seed=scenario.seed)
         if benchmark == "alpaca_eval":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -33,10 +34,14 @@ class GoldJudge:
 
 
 def win_rate(outcomes: Sequence[float]) -> Estimate:
-    """Win rate with ties counted half, and a normal 95% interval over prompts."""
+    """Win rate with ties counted half, and a normal 95% interval over prompts, kept
+    within [0, 1] (the normal approximation can reach past a bound near it)."""
     if not outcomes:
         raise ValueError("no judgments to compute a win rate from")
-    return mean_interval(torch.tensor(list(outcomes), dtype=torch.float64))
+    rate = mean_interval(torch.tensor(list(outcomes), dtype=torch.float64))
+    if math.isnan(rate.low):  # one prompt: no interval
+        return rate
+    return Estimate(rate.mean, max(0.0, rate.low), min(1.0, rate.high))
 
 
 def build_judge(config) -> Judge:

@@ -34,16 +34,12 @@ def on_eval_device(model):
 
 
 def validation_rows(scenario) -> list[dict]:
-    """The first `generation.num_prompts` validation pairs."""
-    from raydaa.data.sources import resolve_source
+    """The first `generation.num_prompts` validation rows ({"prompt", "chosen", ...}, the
+    prompt extracted when implicit), read as the preflight checks read them
+    (raydaa.data.preflight.validation_set, which also tells their format)."""
+    from raydaa.data.preflight import validation_set
 
-    rows = resolve_source(scenario.data.validation, scenario.data.validation_split)
-    if isinstance(rows, str):
-        from raydaa.data.sources import load_rows
-
-        rows, _ = load_rows(rows, split=scenario.data.validation_split)
-    rows = list(rows)
-    return rows[: scenario.generation.num_prompts or len(rows)]
+    return validation_set(scenario).rows
 
 
 def chosen_text(row: dict) -> str:
@@ -107,6 +103,7 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
     are added beside the fixed keys."""
     from raydaa.config.evaluation import BENCHMARKS
+    from raydaa.data.preflight import validation_set
     from raydaa.data.tokenize import load_tokenizer
     from raydaa.train.stages import pretrained_model
 
@@ -118,8 +115,8 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     judge = None if config.type in BENCHMARKS else build_judge(config)
 
     tokenizer = load_tokenizer(scenario)
-    conversational = scenario.data.format == "conversational"
-    rows = validation_rows(scenario)
+    validation = validation_set(scenario)  # data.format auto: the format is the data's
+    rows, conversational = validation.rows, validation.conversational
     prompts = [r["prompt"] for r in rows]
     prompt_ids = render_prompts(prompts, tokenizer, conversational)
     if judge is not None:

@@ -20,9 +20,10 @@ class RewardModelJudge:
     def __init__(self, path: str, *, batch_size: int = 8, device: str | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from raydaa.io import storage
+
+        path = storage.local_copy(path)  # an s3:// / gs:// checkpoint: this node's copy
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        if self.tokenizer.pad_token_id is None:  # Llama ships none; padding is masked anyway
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype="auto")
         self.model.to(device).eval()
@@ -31,9 +32,18 @@ class RewardModelJudge:
                 f"{path}: a reward model has one output (num_labels=1), "
                 f"this checkpoint has {self.model.config.num_labels}"
             )
-        if self.model.config.pad_token_id is None:  # it finds each row's last real token by it
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size = batch_size
+        # HF scores each row at its rightmost token that is not pad_token_id. A checkpoint's
+        # own pad id is what it was trained with; without one, a dedicated pad token of the
+        # tokenizer serves, but EOS as pad (Llama ships no pad) would skip every row's final
+        # EOS and read the score one token early, so then each row is scored alone, unpadded.
+        own_pad = self.tokenizer.pad_token_id
+        if self.model.config.pad_token_id is None:
+            specials = (self.tokenizer.eos_token_id, self.tokenizer.bos_token_id)
+            if own_pad is not None and own_pad not in specials:
+                self.model.config.pad_token_id = own_pad
+            else:
+                self.batch_size = 1
         self.stats: dict[str, float] = {}
 
     @classmethod
@@ -50,6 +60,8 @@ class RewardModelJudge:
             return list(
                 self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
             )
+        if not isinstance(prompt, str):  # messages, for a reward model without a template
+            prompt = "\n".join(turn["content"] for turn in prompt)
         separator = "" if prompt.endswith((" ", "\n")) else " "
         return self.tokenizer(prompt + separator + answer)["input_ids"]
 
@@ -57,11 +69,11 @@ class RewardModelJudge:
     def scores(self, prompts: Sequence, answers: Sequence[str]) -> torch.Tensor:
         """(N,) float32 reward of each answer, in right-padded batches."""
         rows = [self.token_ids(p, a) for p, a in zip(prompts, answers, strict=True)]
-        pad, out = self.model.config.pad_token_id, []
+        pad, out = self.model.config.pad_token_id, []  # None only with batch_size 1: no padding
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             width = max(map(len, chunk))
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk])
+            ids = torch.tensor([r + [pad or 0] * (width - len(r)) for r in chunk])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
             device = self.model.device
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits

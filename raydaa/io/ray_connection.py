@@ -12,13 +12,17 @@ def connect_ray(address: str | None) -> str | None:
 
     if ray.is_initialized():
         return None
+    env_vars = {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
+    if os.environ.get("RAYDAA_SEARCH_SPACES"):
+        # the user's search-space folders (--search-spaces sets it) for workers on any node
+        env_vars["RAYDAA_SEARCH_SPACES"] = os.environ["RAYDAA_SEARCH_SPACES"]
     context = ray.init(
         # "local": a fresh Ray, never silently one that happens to run on this machine
         # (on a cluster's head: --address auto, or RAY_ADDRESS as `ray job submit` sets it)
         address=address or os.environ.get("RAY_ADDRESS") or "local",
         log_to_driver=False,
         # Train V2 run state (runs by name, attempts, workers) in the dashboard's Train view.
-        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},
+        runtime_env={"env_vars": env_vars},
     )
     url = getattr(context, "dashboard_url", None)
     print(

@@ -1,6 +1,6 @@
 """RQ1 (paper §4.1, §5.1, Table 1): does an explicit SFT stage help ORPO and ASFT?
 
-Per method (ORPO, ASFT), the single-stage setups of search_spaces/single_stage/:
+Per method (ORPO, ASFT), the single-stage setups of raydaa/search_spaces/single_stage/:
 
     base_init            the original single-stage method from the base model:
                          SFT term + λ·alignment term, λ x lr x 1-2 epochs

@@ -1,6 +1,6 @@
 """RQ3 (paper §4.2, §5.3, Table 2, Figure 3): what separates the eight DAAs?
 
-Every method's two-stage grid (search_spaces/methods/<method>.yaml, β x lr from the SFT
+Every method's two-stage grid (raydaa/search_spaces/methods/<method>.yaml, β x lr from the SFT
 model) in the scenario's own namespace, the store `raydaa search` writes: a method swept
 before (by `raydaa search`, or RQ2 for ORPO/ASFT) is not run again.
 

@@ -239,7 +239,7 @@ class Study:
         return read_store(self.results, self.scenario_for(ns).name).to_pylist()
 
     def space(self, method: str, setup: str = "two_stage") -> MethodSpace:
-        """The method's space from search_spaces/ (cut by `smoke`)."""
+        """The method's space from the search-space folders (cut by `smoke`)."""
         space = load_method_space(method, self.scenario, setup)
         return smoke_space(space) if self.smoke else space
 

@@ -105,6 +105,10 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
     space = load_method_space(settings.method, scenario, setup=settings.setup)
     results = storage.resolve(settings.results)
     root = scenario_root(results, scenario)
+    from raydaa.data.preflight import ALL_SOURCES, preflight
+
+    # sources, formats and validation prompts, before stage 1 or anything else is computed
+    preflight(scenario, ("preference", "validation") if space.init == "base" else ALL_SOURCES)
     if reference_record(results, scenario) is None:
         print(
             f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "

@@ -26,7 +26,7 @@ from raydaa.config.defaults import DEFAULT_RESULTS
 from raydaa.config.scenario import RecipeConfig, Scenario
 from raydaa.config.search_space import AlignConfig
 from raydaa.data.collators import SFTCollator
-from raydaa.data.sources import resolve_source
+from raydaa.data.preflight import ALL_SOURCES, preflight
 from raydaa.data.tokenize import Prepared, load_tokenizer, prepare_preferences, prepare_sft
 from raydaa.io import storage
 from raydaa.train.objectives import PreferenceObjective, SFTObjective
@@ -63,9 +63,8 @@ def prepare(
 ) -> Prepared:
     """Validated, tokenized data of the scenario: which in {"sft", "preference", "validation"}.
     Refuses (DataValidationError) above the bad-row threshold, with the full report."""
-    cfg = scenario.data
-    source = resolve_source(getattr(cfg, which), getattr(cfg, f"{which}_split"))
-    split = getattr(cfg, f"{which}_split")
+    source = scenario.data.source(which)
+    split = source.split
     name = f"{scenario.name}:{which}"
     if which == "sft":
         return prepare_sft(
@@ -282,6 +281,8 @@ def run_sft(
     if existing and not force and all(existing.get(k) == v for k, v in wanted.items()):
         return existing
 
+    # sources, formats and validation prompts, before any compute
+    preflight(scenario, ("preference", "validation") if base_init else ALL_SOURCES)
     tokenizer = load_tokenizer(scenario)
     record = dict(wanted, scenario=scenario.name, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if base_init:
@@ -361,6 +362,7 @@ def prepare_alignment(
             f"scenario {scenario.name} has no reference policy under {scenario_root(results, scenario)}; "
             f"run `raydaa sft --scenario {scenario.name}` first"
         )
+    preflight(scenario, ("preference", "validation"))  # before the reference cache's compute
     tokenizer = load_tokenizer(scenario)
     prepared = prepare(scenario, "preference", tokenizer)
     root = scenario_root(results, scenario)
