@@ -384,3 +384,35 @@ def test_data_config_errors_name_the_key(tmp_path):
     shipped = load_scenario("llama32-3b-uf").data  # strings + *_split keys still work
     assert (shipped.source("sft").split, shipped.source("validation").split) == ("train_sft", "test_prefs")
     assert load_scenario("tiny").data.source("validation").split == "test"
+
+
+@pytest.mark.parametrize("pref", ["conversational_explicit", "standard_implicit"])
+def test_one_preference_file_is_sliced_and_is_also_the_sft_data(pref, tmp_path, capsys):
+    """A user with one preference file: its first rows train (SFT on prompt + chosen, then
+    the pairs), its last rows are the validation prompts (`datasets` split slicing)."""
+    rows = pref_rows(pref) * 1  # 4 distinct pairs
+    one = str(write_jsonl(tmp_path / "pairs.jsonl", rows))
+    data = {"sft": {"path": one, "split": "train[:75%]"},
+            "preference": {"path": one, "split": "train[:75%]"},
+            "validation": {"path": one, "split": "train[75%:]"}}
+    path = scenario_yaml(tmp_path, data)
+    code, out = data_check(capsys, "--scenario", path)
+    assert code == 0, out
+    assert out.count("=> ok: 0.00% bad") == 3 and "prompt + chosen answer" in out, out
+    scenario = load_scenario(str(path))
+    assert [r["prompt"] for r in validation_set(scenario).rows] == [
+        [user(PROMPTS[3])] if pref == "conversational_explicit" else PROMPTS[3]]
+    tokenizer = build_tiny_tokenizer()
+    sft = prepare_sft(scenario.data.source("sft"), tokenizer, max_length=64)
+    assert len(sft.dataset) == 3  # rows 0-2; the validation row is held out
+    texts = [tokenizer.decode([t for t, lab in zip(r["input_ids"], r["labels"], strict=True)
+                               if lab != IGNORE_INDEX]) for r in sft.dataset]
+    for text, (chosen, rejected) in zip(texts, ANSWERS[:3], strict=True):
+        assert chosen in text and rejected not in text  # trained on the chosen answer alone
+
+
+def test_a_bad_slice_names_the_file_and_the_syntax(tmp_path, capsys):
+    one = str(write_jsonl(tmp_path / "pairs.jsonl", pref_rows("standard_explicit")))
+    code, out = data_check(capsys, "--scenario", scenario_yaml(tmp_path, {
+        "sft": one, "preference": one, "validation": {"path": one, "split": "test[90%:]"}}))
+    assert code == 2 and one in out and "Unknown split \"test\"" in out and "train[90%:]" in out, out

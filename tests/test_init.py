@@ -209,12 +209,25 @@ def test_judges(assets, tmp_path, capsys):
     assert "--judge: expected one of reward_model:PATH, openai:MODEL, alpaca_eval" in capsys.readouterr().err
 
 
-def test_a_single_file_of_pairs_needs_validation_data(assets, tmp_path, capsys):
+def test_a_single_file_of_pairs_holds_out_its_last_rows_for_validation(assets, tmp_path, capsys):
+    """Only a model and one preference file: the file's last 10% are the validation set,
+    the rest trains SFT (prompt + chosen) and alignment; `data check` passes on it."""
+    out = tmp_path / "one.yaml"
     argv = ["init", "--model", assets["model"], "--preference-data", assets["pref"],
-            "--out", str(tmp_path / "x.yaml")]
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2 and "--validation-data is needed" in capsys.readouterr().err
+            "--judge", f"reward_model:{assets['rm']}", "--out", str(out)]
+    assert main(argv) == 0
+    data = load_scenario(str(out)).data
+    splits = {w: data.source(w).split for w in ("sft", "preference", "validation")}
+    assert splits == {"sft": "train[:-10%]", "preference": "train[:-10%]",
+                      "validation": "train[-10%:]"}
+    from raydaa.data.sources import load_rows
+
+    rows = {w: load_rows(data.source(w))[0] for w in splits}
+    whole = load_rows(assets["pref"])[0]
+    assert len(rows["validation"]) == 4 and rows["validation"] == whole[-4:]
+    assert rows["preference"] == whole[:-4]
+    capsys.readouterr()
+    assert main(["data", "check", "--scenario", str(out)]) == 0, capsys.readouterr().out
 
 
 def test_the_emitter_reads_back_what_it_wrote():

@@ -175,6 +175,10 @@ def _header(request: InitRequest, name: str, size: ModelSize) -> list[str]:
     ]
 
 
+HELD_OUT = "10%"
+"""Share of a single preference file held out as the validation set when none is given."""
+
+
 def _split_of(source: str, default: str) -> tuple[str, str]:
     """The split to read of `source`, and why: one local file is one split, `train`
     (what `datasets` names it); a hub id or folder gets `default`."""
@@ -185,16 +189,15 @@ def _split_of(source: str, default: str) -> tuple[str, str]:
 
 def _data(draft: Draft, request: InitRequest) -> None:
     preference = request.preference_data
-    if request.validation_data is None and Path(preference).is_file():
-        raise ValueError(
-            f"--validation-data is needed: the preference data {preference} is one file, "
-            "with no held-out split to evaluate on"
-        )
+    one_file = request.validation_data is None and Path(preference).is_file()
+    # One file of pairs and nothing else: its last rows are held out for evaluation
+    # (`datasets` split slicing), the rest trains both stages.
+    train_split = f"train[:-{HELD_OUT}]" if one_file else None
     sources = {
         "sft": (request.sft_data or preference, "train",
                 "--sft-data" if request.sft_data else
-                "no --sft-data: the preference data's rows (their `messages`; UltraFeedback has "
-                "them)\n`raydaa sft --base` skips stage 1 instead (paper RQ1)"),
+                "no --sft-data: the preference data (its `messages`, else prompt + chosen "
+                "answer)\n`raydaa sft --base` skips stage 1 instead (paper RQ1)"),
         "preference": (preference, "train", "--preference-data"),
         "validation": (request.validation_data or preference, "test",
                        "--validation-data" if request.validation_data else
@@ -205,6 +208,12 @@ def _data(draft: Draft, request: InitRequest) -> None:
               "inferred from the data before stage 1 (or declare conversational / plain)")
     for which, (source, default_split, origin) in sources.items():
         split, why = _split_of(source, default_split)
+        if one_file and source == preference:
+            held = which == "validation"
+            split = f"train[-{HELD_OUT}:]" if held else train_split
+            why = (f"the file's last {HELD_OUT} of rows, held out: no --validation-data" if held
+                   else f"all but the file's last {HELD_OUT} of rows (held out for validation)")
+            origin = "--preference-data" if which != "sft" or not request.sft_data else origin
         draft.put(("data", which), source, origin)
         draft.put(("data", f"{which}_split"), split, why)
 

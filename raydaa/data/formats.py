@@ -5,12 +5,14 @@ Preference: explicit prompt (prompt + chosen + rejected) or implicit prompt (cho
 rejected, both holding prompt + answer: the prompt is their shared prefix, split off by
 TRL's `extract_prompt`), each standard (strings) or conversational (message lists);
 UltraFeedback's prompt string beside chosen / rejected conversations is the conversational
-explicit format. SFT: `messages`, prompt + completion (standard or conversational), or
-plain `text` (language modelling: no prompt, every token is trained on).
+explicit format. SFT: `messages`, prompt + completion (standard or conversational),
+plain `text` (language modelling: no prompt, every token is trained on), or any preference
+format (the prompt and the chosen answer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +33,17 @@ class DataFormat:
     conversational: bool
     """Message lists (rendered with the chat template) or strings (as they are)."""
     description: str
+    chosen_only: bool = False
+    """SFT data given as preference pairs: each row trains on its prompt and chosen answer."""
 
     @property
     def main(self) -> str:
         """The field whose type tells conversational from standard rows."""
-        return "chosen" if self.kind == "preference" else self.fields[-1]
+        return "chosen" if self.kind == "preference" or self.chosen_only else self.fields[-1]
+
+    def as_pairs(self) -> DataFormat:
+        """The preference format an SFT-from-pairs format reads its rows in."""
+        return dataclasses.replace(self, kind="preference", chosen_only=False)
 
     @property
     def implicit_prompt(self) -> bool:
@@ -69,6 +77,14 @@ FORMATS = (
     DataFormat("sft", ("prompt", "completion"), False, "standard prompt-completion: strings"),
     DataFormat("sft", ("text",), False,
                "language modelling: plain text, every token trained on"),
+)
+# Preference pairs are SFT data too (prompt + chosen answer), tried after every SFT format:
+# a user with one preference file can run stage 1 on it (UltraFeedback's rows have
+# `messages`, which wins).
+FORMATS += tuple(
+    dataclasses.replace(f, kind="sft", chosen_only=True,
+                        description=f"preference pairs ({f.description}): prompt + chosen answer")
+    for f in FORMATS if f.kind == "preference"
 )
 
 

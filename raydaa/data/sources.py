@@ -108,22 +108,52 @@ def _read_file(path: Path) -> Sequence[Any]:
     raise DataSourceError(f"{path}: unsupported extension {suffix!r}; expected {EXPECTED}")
 
 
+def _take(rows: Sequence[Any], split: str, splits: dict[str, int], label: str) -> Sequence[Any]:
+    """The rows a split spec selects: a bare name as it is, a sliced one (`train[:90%]`,
+    `train[-200:]`, `train[:50%]+train[80%:]`, the `datasets` split syntax, parsed by it)
+    as those rows of `rows`, whose splits (name -> rows) are `splits`."""
+    if "[" not in split:
+        return rows
+    try:
+        parts = datasets.ReadInstruction.from_spec(split).to_absolute(splits)
+    except (ValueError, AssertionError) as err:
+        raise DataSourceError(
+            f"{label}: split {split!r}: {err}; expected a split name, optionally sliced as "
+            f"`datasets` reads it (e.g. train[:90%], train[90%:], train[:1000]); its splits: "
+            f"{sorted(splits)}"
+        ) from None
+    index = [i for part in parts for i in range(part.from_, part.to)]
+    if isinstance(rows, datasets.Dataset):
+        return rows.select(index)
+    return [rows[i] for i in index]
+
+
+def _split_name(split: str) -> str:
+    """`train` of `train[:90%]`."""
+    return split.split("[", 1)[0].split("+", 1)[0]
+
+
 def _read_folder(path: Path, split: str, name: str | None) -> datasets.Dataset:
     """A `save_to_disk` folder (it has dataset_dict.json or state.json), else a folder of
     shards in the hub's layout, read as `load_dataset` reads a hub repository."""
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         loaded = datasets.load_from_disk(str(path))
         if not isinstance(loaded, datasets.DatasetDict):
-            return loaded
-        if split not in loaded:
+            return _take(loaded, split, {_split_name(split): len(loaded)}, str(path))
+        whole = _split_name(split)
+        if whole not in loaded:
             raise DataSourceError(f"{path}: no split {split!r}; its splits: {sorted(loaded)}")
-        return loaded[split]
+        return _take(loaded[whole], split, {whole: len(loaded[whole])}, str(path))
     try:
         return datasets.load_dataset(str(path), name=name, split=split)
     except (ValueError, FileNotFoundError) as err:  # no data files, unknown split or config
         raise DataSourceError(
             f"{path}: cannot read split {split!r} of this folder ({err}); expected {EXPECTED}"
         ) from None
+
+
+def _label(path: Path, split: str) -> str:
+    return f"{path}[{split}]" if "[" in split else str(path)
 
 
 def _looks_local(source: str) -> bool:
@@ -138,7 +168,10 @@ def _read(source: str | Path, split: str, name: str | None) -> tuple[Sequence[An
     if path.is_file():
         if path.stat().st_size == 0:
             raise DataSourceError(f"{path}: the file is empty (no rows)")
-        return _read_file(path), str(path)
+        # one file is one split, `train` (as `datasets` names it): a bare split name reads
+        # it whole, a sliced one (train[90%:]) those rows, e.g. to hold out a validation set
+        rows = _read_file(path)
+        return _take(rows, split, {"train": len(rows)}, str(path)), _label(path, split)
     if isinstance(source, Path) or _looks_local(source):
         raise DataSourceError(f"{path} does not exist; expected {EXPECTED}")
     spec = public_dataset(source)

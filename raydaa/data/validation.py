@@ -116,6 +116,9 @@ def normalize(row: dict, fmt: DataFormat) -> tuple[str, None] | tuple[None, tupl
     """(reason, None) for a bad row, else (None, (prompt, completions)): prompt and each
     completion are message lists (conversational) or strings (standard; a `text` row is an
     empty prompt and the whole text as its completion, so every token is trained on)."""
+    if fmt.chosen_only:  # SFT from preference pairs: the prompt and the chosen answer
+        reason, example = normalize(row, fmt.as_pairs())
+        return (reason, None) if example is None else (None, (example[0], example[1][:1]))
     fields = fmt.fields
     if any(row.get(f) is None for f in fields):
         return "missing_field", None
