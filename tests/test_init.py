@@ -258,3 +258,10 @@ def test_local_paths_typed_relative_are_written_absolute(assets, tmp_path, monke
     hub = init(assets, tmp_path / "hub.yaml", model="my-org/not-here")
     assert hub == 0
     assert yaml.safe_load((tmp_path / "hub.yaml").read_text())["model"]["hf_id"] == "my-org/not-here"
+
+
+def test_model_sizes_read_in_their_own_unit():
+    from raydaa.config.init_scenario import count
+
+    assert [count(n) for n in (8_030_261_248, 494_032_768, 57_216, 12)] == [
+        "8.03B", "494M", "57.2K", "12"]

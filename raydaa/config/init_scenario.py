@@ -40,6 +40,14 @@ PAIRWISE_PROMPTS = 500
 JUDGE_KINDS = ("reward_model:PATH", "openai:MODEL", "alpaca_eval")
 
 
+def count(parameters: int) -> str:
+    """8.03B, 494M, 57.2K."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if parameters >= scale:
+            return f"{parameters / scale:.3g}{unit}"
+    return str(parameters)
+
+
 def absolute_if_local(value: str | None) -> str | None:
     """An existing local file or folder as an absolute path; a hub id (or None) as given."""
     if value is None or "://" in value or not Path(value).exists():
@@ -105,7 +113,7 @@ def model_size(model: str) -> ModelSize:
         net = AutoModelForCausalLM.from_config(config)
     parameters = sum(p.numel() for p in net.parameters())  # tied weights counted once
     positions = getattr(config, "max_position_embeddings", None)
-    return ModelSize(parameters, positions, f"{parameters / 1e9:.3g}B parameters from its config")
+    return ModelSize(parameters, positions, f"{count(parameters)} parameters from its config")
 
 
 @dataclass
@@ -246,7 +254,7 @@ def _recipe(draft: Draft, stage: str, shipped: Any, paper: str, micro: int, work
     elif size.parameters is None:
         sized = "model size unknown: 1, as for 8B"
     else:  # the shipped UF scenarios: 2 at 3B, 1 at 8B
-        sized = f"{size.parameters / 1e9:.3g}B parameters: as scenario llama3{'1-8b' if micro == 1 else '2-3b'}-uf"
+        sized = f"{count(size.parameters)} parameters: as scenario llama3{'1-8b' if micro == 1 else '2-3b'}-uf"
     draft.put(
         (stage, "micro_batch_size"), micro,
         f"{workers} workers x {micro} x {accumulation} accumulation = {total} ({hardware}; {sized})",
@@ -291,7 +299,7 @@ def _zero_note(large: bool, size: ModelSize) -> str:
     if size.parameters is None:
         return "model size unknown (no local config): ZeRO-3, the safe default (8B-sized)"
     shard = "ZeRO-3 shards the weights too" if large else "ZeRO-2"
-    return f"{size.parameters / 1e9:.3g}B parameters {'>' if large else '<='} 5B: {shard}"
+    return f"{count(size.parameters)} parameters {'>' if large else '<='} 5B: {shard}"
 
 
 def _generation(draft: Draft, shipped: Scenario, length: int, judge: str) -> None:
