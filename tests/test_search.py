@@ -90,20 +90,25 @@ def test_optuna_sweep_study_is_readable_from_sqlite(spaces, tmp_path, results):
         "--mode",
         "optuna",
         "--num-trials",
-        "3",
+        "2",
         "--seed",
-        "1",
+        "5",  # TPE's first two picks with seed 5: lr 1e10 (diverges), then lr 1e-4
         "--results",
         str(tmp_path),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     db = tmp_path / "tiny" / "optuna.db"
     study = optuna.load_study(study_name="tiny-dpo-two_stage", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 3
+    assert len(study.trials) == 2
     rows = read_store(tmp_path, "tiny", "dpo").to_pylist()
-    assert len(rows) == 3
+    assert len(rows) == 2
+    # every trial ended in the study: the diverged one as FAIL (Optuna takes no NaN), the
+    # finished one COMPLETE with its row's quality
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL"], states
     for trial in study.trials:
         assert trial.params["beta"] in BETAS and trial.params["lr"] in LRS
+        assert (trial.state.name == "FAIL") == (trial.params["lr"] == 1e10)
         if trial.state == optuna.trial.TrialState.COMPLETE:
             match = [
                 r

@@ -91,7 +91,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
     `callbacks` run after each trial's row is written (the command hands in the report
     refresh)."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from raydaa.sweep.optuna_searcher import StudyRecordingOptunaSearch
 
     # Ray's newer console output picks its own metric columns and ignores the reporter
     # below; the classic table shows exactly β, lr, λ, status, quality and KL.
@@ -161,7 +162,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
                 if not settings.multi_objective
                 else (["quality", "kl"], ["max", "min"])
             )
-            searcher = OptunaSearch(
+            searcher = StudyRecordingOptunaSearch(
                 space.optuna_space(),
                 metric=metric,
                 mode=mode,
