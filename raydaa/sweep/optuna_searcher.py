@@ -9,19 +9,14 @@ method is overridden.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from ray.tune.search.optuna import OptunaSearch
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+from raydaa.sweep.telemetry import finite_number
 
 
 class StudyRecordingOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        if result and not all(_finite(result.get(m)) for m in metrics):
+        if result and not all(finite_number(result.get(m)) for m in metrics):
             result, error = None, True  # no value: Ray's searcher tells it as FAIL
         super().on_trial_complete(trial_id, result, error)

@@ -60,7 +60,8 @@ def _metrics() -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A metric value that is a real, finite number (not None, NaN, inf or text)."""
     return isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -68,7 +69,7 @@ def record_trial(tags: dict[str, str], metrics: dict[str, Any]) -> None:
     """A trial's final quality and KL (when finite) and one count of its status."""
     gauges = _metrics()
     for key in ("quality", "kl"):
-        if _finite(metrics.get(key)):
+        if finite_number(metrics.get(key)):
             gauges[key].set(float(metrics[key]), tags=tags)
     done_tags = {"scenario": tags["scenario"], "method": tags["method"]}
     gauges["done"].inc(1.0, tags=done_tags | {"status": str(metrics.get("status", "failed"))})
@@ -86,9 +87,9 @@ class TrainMetricsCallback(ray.train.UserCallback):
             return
         first = metrics[0]
         gauges = _metrics()
-        if _finite(first.get("loss")):
+        if finite_number(first.get("loss")):
             gauges["loss"].set(float(first["loss"]), tags=self.tags)
-        if _finite(first.get("step")):
+        if finite_number(first.get("step")):
             gauges["step"].set(float(first["step"]), tags=self.tags)
-        if _finite(first.get("tokens_per_s")):  # already summed over workers by the loop
+        if finite_number(first.get("tokens_per_s")):  # already summed over workers by the loop
             gauges["tokens_per_second"].set(float(first["tokens_per_s"]), tags=self.tags)
