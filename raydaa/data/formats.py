@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
-
 from raydaa.data.errors import DataSourceError
+from raydaa.data.sources import column_names
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,7 @@ def accepted(kind: str | None = None) -> str:
 
 
 def columns_of(rows: Sequence[Any]) -> set[str]:
-    if isinstance(rows, datasets.Dataset):
-        return set(rows.column_names)
-    return {key for row in rows if isinstance(row, dict) for key in row}
+    return set(column_names(rows))
 
 
 def infer_kind(rows: Sequence[Any]) -> str:

@@ -186,7 +186,7 @@ def _read(source: str | Path, split: str, name: str | None) -> tuple[Sequence[An
         ) from None
 
 
-def _columns(rows: Sequence[Any]) -> list[str]:
+def column_names(rows: Sequence[Any]) -> list[str]:
     """Column names of a Dataset, or the keys seen in any row of a list (in first-seen order)."""
     if isinstance(rows, datasets.Dataset):
         return list(rows.column_names)
@@ -197,7 +197,7 @@ def rename_columns(rows: Sequence[Any], columns: dict[str, str], label: str) -> 
     """Rows with each mapped column renamed to our field ({our field: its column}).
 
     Raises DataSourceError naming the source, the mapped column and the columns it has."""
-    present = _columns(rows)
+    present = column_names(rows)
     renames = {theirs: ours for ours, theirs in columns.items() if theirs != ours}
     for ours, theirs in columns.items():
         if theirs not in present:
