@@ -11,12 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from raydaa.core.logprobs import (
-    SequenceLogps,
-    concatenated_forward,
-    position_ids_from_mask,
-    sequence_logps,
-)
+from raydaa.core.logprobs import SequenceLogps, concatenated_forward, model_sequence_logps
 from raydaa.core.losses import LossConfig, preference_loss
 from raydaa.train.refcache import ReferenceLogps
 
@@ -28,13 +23,9 @@ class SFTObjective:
     def __call__(
         self, model, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids_from_mask(batch["attention_mask"]),
-            use_cache=False,
-        ).logits
-        logps = sequence_logps(logits, batch["labels"])
+        logps = model_sequence_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+        )
         loss = -logps.sum.sum() / logps.count.sum()  # per token, so long answers weigh more
         return loss, {"nll_per_token": loss.item()}
 
