@@ -38,7 +38,8 @@ STEPS = 6
 # Peak lr high enough that six steps move the loss visibly (tiny model, random data).
 BASE = {"total_steps": STEPS, "global_batch_size": 4, "lr": 1e-3, "seed": 0}
 TRAJECTORY_TOL = {"rtol": 1e-5, "atol": 1e-6}
-REPORTED_KEYS = {"step", "loss", "token_accuracy", "grad_norm", "lr", "tokens_per_s", "status"}
+REPORTED_KEYS = {"step", "loss", "token_accuracy", "grad_norm", "lr", "tokens_per_s", "status",
+                 "peak_rss_mib"}
 
 
 def tiny_llama(**load_kwargs):
@@ -127,6 +128,8 @@ def test_reference_run_trains_and_reports_every_step(reference_run):
         assert REPORTED_KEYS <= set(h), REPORTED_KEYS - set(h)
         assert math.isfinite(h["grad_norm"]) and h["grad_norm"] > 0
         assert h["tokens_per_s"] > 0
+        # a Ray worker holding torch, DeepSpeed and a model: well over 100 MiB resident
+        assert 100 < h["peak_rss_mib"] < 64 * 1024
         assert h["tokens"] == BASE["global_batch_size"] * SEQ_LEN
         # lr actually used by step s (1-based) follows the schedule of lr_factor.
         expected_lr = BASE["lr"] * lr_factor(h["step"] - 1, total_steps=STEPS, warmup_steps=0)
@@ -220,6 +223,17 @@ def test_divergence_guard_stops_at_first_non_finite_step(ray_cluster, storage):
 
 
 # ---------------------------------------------------------------- pure parts, no Ray
+
+def test_peak_memory_line_names_each_figure_per_worker():
+    from raydaa.train.metrics import peak_memory_mib
+    from raydaa.train.stages import peak_memory_line
+
+    own = peak_memory_mib(torch.device("cpu"))  # no process group: this process alone
+    assert set(own) == {"peak_rss_mib"} and own["peak_rss_mib"] > 50
+    line = peak_memory_line({"peak_rss_mib": 1536.0, "peak_gpu_mib": 40960.0}, {"num_workers": 2})
+    assert line == "peak memory per worker: 1.50 GiB resident, 40.00 GiB GPU (max of 2 workers)"
+    assert peak_memory_line({}, {"num_workers": 2}) == "peak memory not reported"
+
 
 def test_deepspeed_config_from_settings():
     settings = TrainSettings(total_steps=100, global_batch_size=32, micro_batch_size=2,

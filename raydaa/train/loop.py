@@ -41,7 +41,7 @@ from raydaa.train.deepspeed_config import (
     make_lr_scheduler,
     model_load_kwargs,
 )
-from raydaa.train.metrics import StepStats, count_tokens, is_finite
+from raydaa.train.metrics import StepStats, count_tokens, is_finite, peak_memory_mib
 from raydaa.train.settings import TrainSettings
 from raydaa.train.sharding import BatchPlan
 
@@ -146,6 +146,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             "tokens_per_s": window_tokens / elapsed if elapsed > 0 else 0.0,
             "samples_seen": done * settings.global_batch_size,
             "status": status,
+            **peak_memory_mib(device),
         }
         if diverged:
             # A non-finite model is worth nothing: report the step, save nothing, stop.

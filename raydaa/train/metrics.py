@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import resource
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,3 +64,18 @@ class StepStats:
 def is_finite(value: float | None) -> bool:
     """True for a finite number; None (no grad norm computed) counts as finite."""
     return value is None or math.isfinite(value)
+
+
+def peak_memory_mib(device: torch.device) -> dict[str, float]:
+    """This worker's peak resident memory since it started (`peak_rss_mib`) and, on a GPU,
+    torch's peak allocation (`peak_gpu_mib`), each the max over all workers (collective:
+    every rank calls it at the same report)."""
+    values = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]  # KiB on Linux
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        values.append(torch.cuda.max_memory_allocated(device) / 2**20)
+    vec = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(vec, op=dist.ReduceOp.MAX)
+    out = vec.cpu().tolist()
+    return {"peak_rss_mib": round(out[0], 1)} | ({"peak_gpu_mib": round(out[1], 1)} if on_gpu else {})

@@ -221,6 +221,18 @@ def _hf_export(result, storage_path: str) -> str | None:
     return path if storage.exists(path) else None
 
 
+def peak_memory_line(report: dict[str, Any], settings) -> str:
+    """`peak memory per worker: 1.21 GiB resident (max of 2 workers)`, from a training
+    report's `peak_rss_mib` / `peak_gpu_mib` (raydaa.train.metrics.peak_memory_mib)."""
+    workers = getattr(settings, "num_workers", None) or settings.get("num_workers")
+    parts = [f"{report[key] / 1024:.2f} GiB {what}"
+             for key, what in (("peak_rss_mib", "resident"), ("peak_gpu_mib", "GPU"))
+             if isinstance(report.get(key), int | float)]
+    if not parts:
+        return "peak memory not reported"
+    return f"peak memory per worker: {', '.join(parts)} (max of {workers} workers)"
+
+
 def _run(
     settings: dict[str, Any],
     *,
@@ -250,6 +262,9 @@ def _run(
         collate_fn=collate_fn,
     )
     out = result.return_value or {}
+    if progress and out.get("history"):
+        print(f"{progress}: {out.get('status')} after {time.perf_counter() - start:.0f} s, "
+              f"{peak_memory_line(out['history'][-1], settings)}", flush=True)
     return StageResult(
         status=out.get("status", "failed"),
         path=_hf_export(result, storage_path),
