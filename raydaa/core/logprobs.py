@@ -3,6 +3,12 @@
 A DAA loss consumes one number per sequence: log π(y|x) = Σ_i log π(y_i | x, y_<i), either
 summed or divided by |y| (the paper's Section 2.1 normalisation). Both reductions derive
 from the pair (sum, token count), which is also what the reference cache stores.
+
+Why the chunked head is written here: TRL's `selective_log_softmax` starts from logits
+that already exist (at 4096 tokens x 128,256 entries, 2.1 GB per sequence in float32),
+and liger-kernel's fused linear losses are Triton (GPU-only) kernels that fuse one
+specific loss; raydaa needs the per-sequence (sum, count) for eight losses, the reference
+cache and KL, on CPUs too.
 """
 
 from __future__ import annotations
