@@ -35,6 +35,9 @@ One module per step; import from the module (this package re-exports nothing):
     tokenize    truncate, tokenization, IGNORE_INDEX, fingerprint / template_id,
                 Prepared, prepare_sft, prepare_preferences, select_fraction
     collators   padding tokenized rows into batches: SFTCollator, PreferenceCollator
+    token_batches  batches sized by a token budget, not a row count, rows of similar
+                length together (token_batches), and their results back in row order
+                (in_original_order): the reference cache, KL scoring and sampling
     check       `raydaa data check` once its arguments are parsed: a scenario's or a
                 file's reports, printed with their verdicts (data_check_main,
                 scenario_check_main)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from raydaa.core.logprobs import IGNORE_INDEX, sequence_logps
+from raydaa.config.defaults import DEFAULT_BATCH_TOKENS
+from raydaa.core.logprobs import IGNORE_INDEX, model_sequence_logps
+from raydaa.data.token_batches import in_original_order, token_batches
 
 
 @torch.no_grad()
@@ -27,37 +29,34 @@ def completion_logps(
     prompt_ids: list[list[int]],
     completion_ids: list[list[int]],
     pad_token_id: int,
-    batch_size: int = 64,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> torch.Tensor:
-    """(N,) float64: log π(y|x) summed over completion tokens, right-padded batches."""
-    from raydaa.core.logprobs import position_ids_from_mask
+    """(N,) float64: log π(y|x) summed over completion tokens, in the rows' order.
 
-    out = []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = list(
-            zip(
-                prompt_ids[start : start + batch_size],
-                completion_ids[start : start + batch_size],
-                strict=True,
-            )
+    Rows of similar length are scored together in right-padded batches of at most
+    `batch_tokens` tokens, padding included (`resources.batch_tokens`), through
+    `model_sequence_logps`: chunked float32 log-softmax, never the (B, T, V) logits,
+    whatever the model's dtype; the per-row sums come back in float64."""
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    batches = token_batches(lengths, batch_tokens)
+    scored = []
+    for picked in batches:
+        width = max(lengths[i] for i in picked)
+        ids = torch.full((len(picked), width), pad_token_id)
+        labels = torch.full((len(picked), width), IGNORE_INDEX)
+        mask = torch.zeros((len(picked), width), dtype=torch.long)
+        for row, i in enumerate(picked):
+            p, c = prompt_ids[i], completion_ids[i]
+            ids[row, : lengths[i]] = torch.tensor(p + c)
+            labels[row, len(p) : lengths[i]] = torch.tensor(c, dtype=torch.long)
+            mask[row, : lengths[i]] = 1
+        logps = model_sequence_logps(
+            model, ids.to(model.device), mask.to(model.device), labels.to(model.device)
         )
-        width = max(len(p) + len(c) for p, c in rows)
-        ids = torch.full((len(rows), width), pad_token_id)
-        labels = torch.full((len(rows), width), IGNORE_INDEX)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (p, c) in enumerate(rows):
-            seq = p + c
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(p) : len(seq)] = torch.tensor(c)
-            mask[i, : len(seq)] = 1
-        logits = model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=position_ids_from_mask(mask).to(model.device),
-            use_cache=False,
-        ).logits
-        out.append(sequence_logps(logits.float(), labels.to(model.device)).sum.double().cpu())
-    return torch.cat(out)
+        scored.append(logps.sum.double().cpu().tolist())
+    return torch.tensor(in_original_order(batches, scored), dtype=torch.float64)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
+from raydaa.config.defaults import DEFAULT_BATCH_TOKENS
 from raydaa.config.scenario import WatchdogConfig
 from raydaa.core.logprobs import SequenceLogps, concatenated_forward
+from raydaa.data.token_batches import in_original_order, token_batches
 from raydaa.io import storage
 from raydaa.train import phases
+from raydaa.train.metrics import peak_rss_mib
 from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 
 COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")
@@ -64,14 +67,22 @@ def cache_uri(root: str, key: str) -> str:
     return storage.join(root, "refcache", f"{key}.parquet")
 
 
+def pair_tokens(row: dict) -> int:
+    """What a preference row costs in a scoring batch: chosen and rejected are padded to
+    one length and run as one (2B, T) forward, so 2 x its longer sequence."""
+    return 2 * max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]))
+
+
 def _score_shard(
     reference_dir: str,
     rows: list[dict],
     pad_token_id: int,
-    batch_size: int,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     beacon=None,
 ) -> pa.Table:
-    """Reference log-probs of `rows` (tokenized preference rows), in float32; `beacon`
+    """Reference log-probs of `rows` (tokenized preference rows), in float32, one table
+    row per input row in their order; pairs of similar length are scored together, at most
+    `batch_tokens` tokens (padding included) per forward. `beacon`
     (raydaa.train.phases.Beacon) hears the phase and the rows scored so far."""
     from transformers import AutoModelForCausalLM
 
@@ -83,21 +94,29 @@ def _score_shard(
     model = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32).eval()
     model.to("cuda" if torch.cuda.is_available() else "cpu")  # a task given a GPU uses it
     collate = PreferenceCollator(pad_token_id)
-    out: dict[str, list] = {name: [] for name in COLUMNS}
+    batches = token_batches([pair_tokens(r) for r in rows], batch_tokens)
+    scored: list[list[tuple]] = []  # per batch, one (index, sums and counts) tuple per row
+    done = 0
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size])
+        for picked in batches:
+            batch = collate([rows[i] for i in picked])
             batch = {k: v.to(model.device) for k, v in batch.items()}
             chosen, rejected = concatenated_forward(model, batch, pad_token_id)
-            out["index"] += batch["index"].cpu().tolist()
-            out["chosen_logp_sum"] += chosen.sum.double().tolist()
-            out["chosen_count"] += chosen.count.double().tolist()
-            out["rejected_logp_sum"] += rejected.sum.double().tolist()
-            out["rejected_count"] += rejected.count.double().tolist()
+            columns = (
+                batch["index"].cpu().tolist(),
+                chosen.sum.double().tolist(),
+                chosen.count.double().tolist(),
+                rejected.sum.double().tolist(),
+                rejected.count.double().tolist(),
+            )
+            scored.append(list(zip(*columns, strict=True)))
+            done += len(picked)
             if beacon is not None:
-                beacon.stepped(len(out["index"]), len(rows))
+                beacon.stepped(done, len(rows))
     if beacon is not None:
         beacon.close()
+    ordered = in_original_order(batches, scored)  # the rows' own order again
+    out = {name: [r[k] for r in ordered] for k, name in enumerate(COLUMNS)}
     return pa.table(out, schema=SCHEMA)
 
 
@@ -107,14 +126,16 @@ def compute_reference_logps(
     *,
     pad_token_id: int,
     num_workers: int = 2,
-    batch_size: int = 32,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     use_gpu: bool = False,
     limits: Limits | None = None,
     say=print,
 ) -> pa.Table:
     """Score every row of a tokenized preference `datasets.Dataset` with the reference,
-    in `num_workers` Ray tasks over contiguous shards (one reference forward per row).
-    Progress is printed through `say`; a shard that scores no batch within
+    in `num_workers` Ray tasks over contiguous shards (one reference forward per row),
+    each forward at most `batch_tokens` tokens (`resources.batch_tokens`; `pair_tokens`).
+    Progress is printed through `say`, the last line with the largest peak resident
+    memory of the scoring tasks; a shard that scores no batch within
     `limits.startup_s`, or no further batch within `limits.stall_s`, stops the whole
     computation with WatchdogTimeout (its tasks cancelled), naming the phase it was in."""
     import ray
@@ -127,10 +148,11 @@ def compute_reference_logps(
     token = f"refcache-{uuid.uuid4().hex[:16]}"
 
     @ray.remote(num_cpus=1)
-    def score(shard: list[dict], who: str) -> pa.Table:
+    def score(shard: list[dict], who: str) -> tuple[pa.Table, float]:
         torch.set_num_threads(1)  # one task per core
         beacon = phases.beacon(token, who)
-        return _score_shard(str(reference_dir), shard, pad_token_id, batch_size, beacon)
+        table = _score_shard(str(reference_dir), shard, pad_token_id, batch_tokens, beacon)
+        return table, peak_rss_mib()  # the task's peak resident memory, MiB
 
     # on GPU clusters each shard takes one GPU: scoring an 8B reference on CPUs takes hours
     score = score.options(num_gpus=1 if use_gpu else 0, name="refcache:score")
@@ -154,12 +176,17 @@ def compute_reference_logps(
                 for ref in pending:
                     ray.cancel(ref, force=True)
                 raise WatchdogTimeout(f"reference cache: {verdict}")
-            if time.monotonic() - last_line > 15 or not pending:
+            if pending and time.monotonic() - last_line > 15:
                 done = sum(int(r.get("step") or 0) for r in records.values())
                 say(f"reference cache: {done}/{len(rows)} pairs scored "
                     f"({time.monotonic() - start:.0f} s)")
                 last_line = time.monotonic()
-        return pa.concat_tables(ray.get(refs)).sort_by("index")
+        scored = ray.get(refs)
+        peak = max(p for _, p in scored)
+        say(f"reference cache: {len(rows)}/{len(rows)} pairs scored "
+            f"({time.monotonic() - start:.0f} s; largest peak RSS of a scoring task "
+            f"{peak:,.0f} MiB)")
+        return pa.concat_tables([t for t, _ in scored]).sort_by("index")
     finally:
         phases.clear(token)
 
@@ -173,9 +200,11 @@ def ensure_reference_cache(
     num_workers: int = 2,
     use_gpu: bool = False,
     limits: Limits | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> str:
     """The cache URI for (reference, data), computing and writing it only if it is missing.
-    `prepared` is a `raydaa.data.tokenize.Prepared` preference set (its fingerprint keys the file)."""
+    `prepared` is a `raydaa.data.tokenize.Prepared` preference set (its fingerprint keys the
+    file; `batch_tokens` only sizes the scoring batches, so it is not part of the key)."""
     key = cache_key(checkpoint_fingerprint(reference_dir), prepared.fingerprint)
     uri = cache_uri(root, key)
     fs, path = storage.filesystem(uri)
@@ -187,6 +216,7 @@ def ensure_reference_cache(
             num_workers=num_workers,
             use_gpu=use_gpu,
             limits=limits,
+            batch_tokens=batch_tokens,
         )
         storage.write_table(uri, table)
     return uri

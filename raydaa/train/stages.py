@@ -392,6 +392,7 @@ def prepare_alignment(
             num_workers=max(1, scenario.resources.num_workers),
             use_gpu=scenario.resources.use_gpu,
             limits=watchdog_limits(scenario),
+            batch_tokens=scenario.resources.batch_tokens,
         )
     return AlignmentInputs(
         reference=ref,
