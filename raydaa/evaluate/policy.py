@@ -8,6 +8,7 @@ same answers and pays only for its own samples.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,30 @@ from raydaa.evaluate.generation import render_prompts, sample
 from raydaa.evaluate.judges import build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates
 from raydaa.io import storage
+from raydaa.train.metrics import peak_rss_mib
 
 
 def on_eval_device(model):
     """The model on this process's GPU when it has one (a trial's evaluation task asks Ray
-    for one on GPU clusters), else the CPU. float32 either way: KL sums per-token log-ratios
-    whose bf16 rounding would swamp small divergences."""
+    for one on GPU clusters), else the CPU."""
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def eval_dtype(scenario) -> torch.dtype:
+    """The dtype evaluation loads the policy and the reference in: the scenario's
+    (`resources.bf16`: bf16, else float32). An 8B model in float32 is 32 GB of weights
+    before sampling's KV cache, and bf16 is what the policy was trained and sampled in.
+    KL does not need float32 weights: `model_sequence_logps` takes each token's
+    log-softmax in float32 and `completion_logps` returns the sums in float64, so the
+    sequence sums of per-token log-ratios (k1, k3) are not accumulated in bf16."""
+    return torch.bfloat16 if scenario.resources.bf16 else torch.float32
+
+
+def eval_model(path: str, scenario):
+    """The HF checkpoint at `path` in `eval_dtype(scenario)`, on the evaluation device."""
+    from raydaa.train.stages import pretrained_model
+
+    return on_eval_device(pretrained_model(path, dtype=eval_dtype(scenario))).eval()
 
 
 def validation_rows(scenario) -> list[dict]:
@@ -49,8 +67,6 @@ def chosen_text(row: dict) -> str:
 
 def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> list[str]:
     """The reference policy's samples on the evaluation prompts, computed once and cached."""
-    from raydaa.train.stages import pretrained_model
-
     # Beside the checkpoint, not inside it: the reference cache fingerprints every file
     # of the checkpoint directory, so writing here would invalidate it.
     cache = Path(reference_path).parent / f"{Path(reference_path).name}.baseline_samples.json"
@@ -58,8 +74,15 @@ def baseline_answers(scenario, reference_path: str, tokenizer, prompt_ids) -> li
         data = json.loads(cache.read_text())
         if data.get("prompt_ids") == prompt_ids:
             return data["texts"]
-    model = on_eval_device(pretrained_model(reference_path, dtype=torch.float32))
-    samples = sample(model, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed)
+    model = eval_model(reference_path, scenario)
+    samples = sample(
+        model,
+        tokenizer,
+        prompt_ids,
+        scenario.generation,
+        seed=scenario.seed,
+        batch_tokens=scenario.resources.batch_tokens,
+    )
     storage.write_text(cache, json.dumps({"prompt_ids": prompt_ids, "texts": samples.texts}))
     return samples.texts
 
@@ -101,13 +124,19 @@ def judged_baselines(scenario, reference_path, tokenizer, rows, ids, all_ids) ->
 def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str, Any]:
     """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
     KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
-    are added beside the fixed keys."""
+    are added beside the fixed keys, and so are the sampling throughput
+    (`sampling_tokens_per_s`: new tokens of the policy's validation samples per second of
+    `generate`) and this process's peak memory (`eval_peak_rss_mib`; `eval_peak_gpu_mib`
+    where CUDA is there). Models load in `eval_dtype(scenario)`; every scoring and
+    sampling batch holds at most `resources.batch_tokens` tokens."""
     from raydaa.config.evaluation import BENCHMARKS
     from raydaa.data.preflight import validation_set
     from raydaa.data.tokenize import load_tokenizer
-    from raydaa.train.stages import pretrained_model
 
     start = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # this evaluation's peak, not the process's
+    budget = scenario.resources.batch_tokens
     config = scenario.judge
     benchmarks = [b for b in (config.type, *config.extra_benchmarks) if b in BENCHMARKS]
     for benchmark in benchmarks:  # configuration errors before any sampling
@@ -131,16 +160,23 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
             scenario, reference_path, tokenizer, judged, judged_ids, all_ids
         )
 
-    policy = on_eval_device(pretrained_model(policy_path, dtype=torch.float32)).eval()
-    samples = sample(policy, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed)
+    policy = eval_model(policy_path, scenario)
+    samples = sample(
+        policy, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed, batch_tokens=budget
+    )
     pad = tokenizer.pad_token_id
-    pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad)
+    pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad, budget)
     if judge is not None:
         if config.prompts is None:
             answers = samples.texts[: len(judged)]
         else:
             answers = sample(
-                policy, tokenizer, judged_ids, scenario.generation, seed=scenario.seed
+                policy,
+                tokenizer,
+                judged_ids,
+                scenario.generation,
+                seed=scenario.seed,
+                batch_tokens=budget,
             ).texts
     outcomes = []
     if benchmarks:
@@ -150,8 +186,9 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         for outcome in outcomes:
             print(outcome.note, flush=True)
     del policy
-    reference = on_eval_device(pretrained_model(reference_path, dtype=torch.float32)).eval()
-    ref = completion_logps(reference, samples.prompt_ids, samples.completion_ids, pad)
+    reference = eval_model(reference_path, scenario)
+    ref = completion_logps(reference, samples.prompt_ids, samples.completion_ids, pad, budget)
+    del reference
     kl = kl_estimates(pi, ref)
 
     if judge is not None:
@@ -171,4 +208,17 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         "mean_completion_tokens": sum(map(len, samples.completion_ids))
         / len(samples.completion_ids),
         "eval_seconds": time.perf_counter() - start,
+    } | resource_metrics(samples)
+
+
+def resource_metrics(samples) -> dict[str, float]:
+    """Sampling throughput of the policy's samples and this process's peak memory, MiB."""
+    metrics = {
+        "sampling_tokens_per_s": samples.new_tokens / samples.generate_seconds
+        if samples.generate_seconds > 0
+        else math.nan,
+        "eval_peak_rss_mib": peak_rss_mib(),
     }
+    if torch.cuda.is_available():
+        metrics["eval_peak_gpu_mib"] = torch.cuda.max_memory_allocated() / (1 << 20)
+    return metrics

@@ -53,6 +53,12 @@ SCHEMA = pa.schema(
         ("hostname", pa.string()),
         ("reference_path", pa.string()),  # the SFT (reference) checkpoint it started from
         ("reference_cache", pa.string()),  # the reference log-prob cache it read
+        # Peak memory, MiB: training's per worker (max over workers), evaluation's process
+        ("peak_rss_mib", pa.float64()),
+        ("peak_gpu_mib", pa.float64()),
+        ("eval_peak_rss_mib", pa.float64()),
+        ("eval_peak_gpu_mib", pa.float64()),
+        ("sampling_tokens_per_s", pa.float64()),  # the policy's validation samples
     ]
 )
 

@@ -1,7 +1,8 @@
-"""The Tune callback that writes each trial's row into the results store."""
+"""The Tune callback that writes each trial's row into the results store and says so."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray import tune
@@ -13,7 +14,8 @@ from raydaa.sweep.trial import RESULT_KEYS, REUSED
 
 
 class ResultsStoreCallback(tune.Callback):
-    """Writes each trial's row when it completes, or when it errors (its reason kept)."""
+    """Writes each trial's row when it completes, or when it errors (its reason kept), and
+    prints one line about it on the sweep's console (`row_line`)."""
 
     def __init__(self, results: str, scenario) -> None:
         self.results, self.scenario = results, scenario
@@ -39,6 +41,7 @@ class ResultsStoreCallback(tune.Callback):
         # Recorded here, in the sweep's driver, which outlives every trial's processes.
         tags = {"scenario": self.scenario.name, "method": str(row["method"])}
         record_trial(tags | {"trial": trial_name(trial.config, trial.trial_id)}, row)
+        print(f"{trial_name(trial.config, trial.trial_id)}: {row_line(row)}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if (trial.last_result or {}).get(REUSED):
@@ -49,6 +52,29 @@ class ResultsStoreCallback(tune.Callback):
         self._write(
             trial, self._row(trial, trial.last_result or {}, "failed", _error_reason(trial))
         )
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """`finished, quality 0.61, KL 0.84, peak memory: training 1.40 GiB resident per worker,
+    evaluation 0.85 GiB resident`: a trial's row as the sweep's console shows it (the
+    trial's own prints stay in its Ray log)."""
+    def given(key: str) -> bool:
+        return isinstance(row.get(key), int | float) and math.isfinite(row[key])
+
+    parts = [str(row.get("status"))]
+    if row.get("status") != "finished":
+        return f"{parts[0]}: {row.get('error') or 'no reason recorded'}"
+    parts += [f"{name} {row[key]:.4g}" for key, name in (("quality", "quality"), ("kl", "KL"))
+              if given(key)]
+    memory = [f"{what} {row[key] / 1024:.2f} GiB {kind}"
+              for key, what, kind in (("peak_rss_mib", "training", "resident per worker"),
+                                      ("peak_gpu_mib", "training", "GPU per worker"),
+                                      ("eval_peak_rss_mib", "evaluation", "resident"),
+                                      ("eval_peak_gpu_mib", "evaluation", "GPU"))
+              if given(key)]
+    if memory:
+        parts.append("peak memory: " + ", ".join(memory))
+    return ", ".join(parts)
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:

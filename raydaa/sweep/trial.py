@@ -48,6 +48,8 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         # counted since step 0 even when workers were restarted from a checkpoint
         "tokens_seen": final.get("tokens_seen", sum(h.get("tokens", 0) for h in run.history)),
         "checkpoint_path": run.path or "",
+        "peak_rss_mib": final.get("peak_rss_mib", math.nan),
+        "peak_gpu_mib": final.get("peak_gpu_mib", math.nan),
         "node_id": run.node_id or "",
         "hostname": run.hostname or "",
         "reference_path": inputs.reference_path,
@@ -59,6 +61,9 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         "kl_low": math.nan,
         "kl_high": math.nan,
         "kl_k3": math.nan,
+        "eval_peak_rss_mib": math.nan,
+        "eval_peak_gpu_mib": math.nan,
+        "sampling_tokens_per_s": math.nan,
     }
     if run.status == "finished":
         try:
@@ -92,6 +97,8 @@ RESULT_KEYS = (
     "quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3",
     "final_loss", "reward_accuracy", "tokens_seen", "device_seconds", "checkpoint_path",
     "diverged_step", "node_id", "hostname", "reference_path", "reference_cache",
+    "peak_rss_mib", "peak_gpu_mib", "eval_peak_rss_mib", "eval_peak_gpu_mib",
+    "sampling_tokens_per_s",
 )
 """What a trial reports and its store row keeps, besides its config, status and error."""
 

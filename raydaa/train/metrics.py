@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import resource
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,11 +67,18 @@ def is_finite(value: float | None) -> bool:
     return value is None or math.isfinite(value)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes
+    on macOS). A reused Ray worker reports the peak of its whole life."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
 def peak_memory_mib(device: torch.device) -> dict[str, float]:
     """This worker's peak resident memory since it started (`peak_rss_mib`) and, on a GPU,
     torch's peak allocation (`peak_gpu_mib`), each the max over all workers (collective:
     every rank calls it at the same report)."""
-    values = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]  # KiB on Linux
+    values = [peak_rss_mib()]
     on_gpu = device.type == "cuda"
     if on_gpu:
         values.append(torch.cuda.max_memory_allocated(device) / 2**20)
