@@ -59,7 +59,7 @@ def test_the_wheel_carries_every_shipped_yaml(wheel):
 
     assert wheel.name == f"raydaa-{__version__}-py3-none-any.whl"  # cluster.yaml installs it
     names = zipfile.ZipFile(wheel).namelist()
-    assert len(SHIPPED) == 14
+    assert len(SHIPPED) == 15
     assert sorted(n for n in names if n.startswith("raydaa/search_spaces/")) == SHIPPED
 
 
@@ -100,7 +100,7 @@ def test_an_installed_wheel_run_elsewhere_finds_the_search_spaces(wheel, tmp_pat
     installed = Path(out[0]).resolve()
     assert installed.is_relative_to(Path(site).resolve()), installed
     assert not installed.is_relative_to(CHECKOUT)
-    assert out[1] == str(["llama31-8b-uf", "llama32-3b-tldr", "llama32-3b-uf", "tiny"])
+    assert out[1] == str(["llama31-8b-uf", "llama32-3b-tldr", "llama32-3b-uf", "rehearsal", "tiny"])
     assert out[2] == str(["dpo", "ipo", "simpo", "nca", "cal_dpo", "apo_zero", "orpo", "asft"])
     assert out[3] == str([0.01, 0.1, 0.5, 1.0, 2.0, 5.0])  # tiny's own β grid
     # the installed console script: an unknown scenario lists the shipped ones
@@ -110,7 +110,7 @@ def test_an_installed_wheel_run_elsewhere_finds_the_search_spaces(wheel, tmp_pat
     )
     assert command.returncode == 2
     assert str(Path(site).resolve() / "raydaa" / "search_spaces" / "scenarios") in command.stderr
-    assert "valid: ['llama31-8b-uf', 'llama32-3b-tldr', 'llama32-3b-uf', 'tiny']" in command.stderr
+    assert "valid: ['llama31-8b-uf', 'llama32-3b-tldr', 'llama32-3b-uf', 'rehearsal', 'tiny']" in command.stderr
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def user_folder(tmp_path) -> Path:
 def assert_layered(folder: Path) -> None:
     """What this process sees with `folder` over the shipped search spaces."""
     assert available_scenarios() == ["llama31-8b-uf", "llama32-3b-tldr", "llama32-3b-uf",
-                                     "mine", "tiny"]
+                                     "mine", "rehearsal", "tiny"]
     assert load_scenario("tiny").seed == 7 and load_scenario("mine").name == "mine"
     assert load_scenario("llama31-8b-uf").model.hf_id  # a shipped file still loads
     assert available_methods() == ["dpo", "ipo", "simpo", "nca", "cal_dpo", "apo_zero",
@@ -246,5 +246,5 @@ def test_ray_workers_see_the_flags_folders(user_folder, tmp_path):
         env=clean_env(), cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    expected = (["llama31-8b-uf", "llama32-3b-tldr", "llama32-3b-uf", "mine", "tiny"], 7)
+    expected = (["llama31-8b-uf", "llama32-3b-tldr", "llama32-3b-uf", "mine", "rehearsal", "tiny"], 7)
     assert out.stdout.strip().splitlines()[-1] == str(expected)

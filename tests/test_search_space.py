@@ -29,7 +29,7 @@ from raydaa.config.search_space import (
 from raydaa.core.losses import METHODS
 
 PAPER_SCENARIOS = ("llama32-3b-tldr", "llama32-3b-uf", "llama31-8b-uf")
-SCENARIOS = ("tiny", *PAPER_SCENARIOS)
+SCENARIOS = ("tiny", "rehearsal", *PAPER_SCENARIOS)
 SINGLE_STAGE_SETUPS = ("base_init", "sft_init", "sft_init_align_only")
 GRID_KEYS = {"method", "beta", "lr", "lambda_", "sft_weight", "gamma_beta_ratio", "epochs",
              "normalization"}
@@ -119,7 +119,7 @@ def test_every_yaml_file_under_search_spaces_loads():
             for scenario in (None, *available_scenarios()):
                 space = load_method_space(path.stem, scenario, setup)
                 assert space.size == len(space.grid()) > 0
-    assert kinds == {"scenarios": 4, "methods": 8, "single_stage": 2}
+    assert kinds == {"scenarios": 5, "methods": 8, "single_stage": 2}
 
 
 def test_available_names():
@@ -187,6 +187,8 @@ def test_two_stage_grids_are_the_papers(method, scenario):
     assert same(space.betas, expected_betas)
     if scenario == "tiny":
         expected_lrs = TINY_LRS
+    elif scenario == "rehearsal":
+        expected_lrs = [3e-4, 1e-3]  # the paper's β; lrs for a random init and 13 steps
     elif (method, scenario) == ("simpo", "llama31-8b-uf"):
         expected_lrs = [6e-7]  # paper A.2.2: a single lr for SimPO on 8B UF
     else:

@@ -100,7 +100,8 @@ class JudgeConfig:
     """Split of `prompts`."""
     model: str | None = None
     """The judge model: gpt_side_by_side: the model name the endpoint serves
-    (gpt-4o-2024-08-06, paper §4.2); reward_model: the checkpoint's local path; alpaca_eval:
+    (gpt-4o-2024-08-06, paper §4.2); reward_model: the checkpoint's path (local, s3:// or
+    gs://) or a built-in one by name (`rehearsal:reward_model`); alpaca_eval:
     the annotators config (null: AlpacaEval 2's default); null for gold."""
     endpoint: str | None = None
     """The judge API's base URL, written here (e.g. http://localhost:8000/v1, a vLLM

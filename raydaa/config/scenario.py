@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from raydaa.config import space_folders
+from raydaa.config.defaults import DEFAULT_BATCH_TOKENS
 from raydaa.config.evaluation import GenerationConfig, JudgeConfig, resolve_judge_paths
 from raydaa.config.grids import check_grids
 from raydaa.config.loading import ConfigError, build
@@ -32,8 +33,10 @@ from raydaa.config.rules import (
     check_zero_stage,
 )
 
-BUILDERS = ("tiny",)
-"""Models built in code by raydaa.scenarios (`model.builder`); only they have a gold judge."""
+BUILDERS = ("tiny", "rehearsal")
+"""Models built in code by raydaa.scenarios (`model.builder`)."""
+GOLD_BUILDERS = ("tiny",)
+"""The built-in models whose task has a gold judge (`judge.type: gold`)."""
 
 
 def search_spaces_dir() -> Path:
@@ -45,7 +48,8 @@ def search_spaces_dir() -> Path:
 @dataclass
 class ModelConfig:
     builder: str | None = None
-    """A built-in model ("tiny") built in code; exclusive with hf_id."""
+    """A built-in model built in code ("tiny"; "rehearsal": Llama 3.1 8B's shape at tiny
+    widths); exclusive with hf_id."""
     hf_id: str | None = None
     """A transformers model id or local path, loaded with AutoModelForCausalLM."""
 
@@ -170,11 +174,16 @@ class ResourcesConfig:
     max_failures: int = 1
     """Restarts of a run's workers after a worker or node dies (Ray Train FailureConfig),
     each from the run's last checkpoint; -1: unlimited."""
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    """Token budget of one reference-cache, KL-scoring or sampling batch, prompt +
+    completion (for sampling, + max_new_tokens) and padding included: rows of similar
+    length are grouped so that rows x longest row stays within it; a longer row runs alone."""
 
     def __post_init__(self) -> None:
         check_whole(
             {"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker,
-             "zero_stage": self.zero_stage, "max_failures": self.max_failures}
+             "zero_stage": self.zero_stage, "max_failures": self.max_failures,
+             "batch_tokens": self.batch_tokens}
         )
         if self.checkpoint_every is not None:
             check_whole({"checkpoint_every": self.checkpoint_every})
@@ -183,6 +192,7 @@ class ResourcesConfig:
              "gradient_checkpointing": self.gradient_checkpointing}
         )
         check_counts({"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker})
+        check_counts({"batch_tokens": self.batch_tokens}, each=True)
         check_checkpoint_every(self.checkpoint_every)
         if self.max_failures < -1:
             raise ValueError(f"max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
@@ -252,7 +262,7 @@ class Scenario:
                 self.resources.num_workers,
                 stage=stage,
             )
-        if self.judge is not None and self.judge.type == "gold" and self.model.builder not in BUILDERS:
+        if self.judge is not None and self.judge.type == "gold" and self.model.builder not in GOLD_BUILDERS:
             raise ValueError(
                 "judge.type gold exists only for the built-in tiny task (model.builder: tiny)"
             )

@@ -100,7 +100,7 @@ def validation_set(scenario: Scenario, limit: int | None = None, *,
         if example is None:  # counted by `raydaa data check`; never a prompt
             continue
         prompt, completions = example
-        if fmt.kind == "preference" and not fmt.implicit_prompt:
+        if fmt.kind == "preference" and not fmt.implicit_prompt and _same_turn(prompt, row["prompt"]):
             prompt = row["prompt"]  # as given: a judge reads it (tiny's gold judge, a string)
         if not (prompt.strip() if isinstance(prompt, str) else prompt):
             column = "prompt" if "prompt" in fmt.fields else "chosen and rejected"
@@ -114,6 +114,19 @@ def validation_set(scenario: Scenario, limit: int | None = None, *,
     if not out:
         raise DataSourceError(f"{where}: no usable row (run `raydaa data check` for the reasons)")
     return ValidationSet(opened.label, out, fmt.conversational)
+
+
+def _same_turn(extracted, given) -> bool:
+    """Whether the prompt the model trains on (`extracted`) is just the row's `prompt`
+    column: itself, or one user turn of it. UltraFeedback repeats its string prompt as the
+    first turn of chosen and rejected, but a multi-turn row's earlier turns exist only
+    there: sampling from the column alone would drop them."""
+    if not isinstance(extracted, list):
+        return extracted == given
+    return extracted == given or (
+        len(extracted) == 1 and extracted[0].get("role") == "user"
+        and extracted[0].get("content") == given
+    )
 
 
 def _held(fmt: DataFormat) -> str:

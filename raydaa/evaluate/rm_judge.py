@@ -21,8 +21,11 @@ class RewardModelJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from raydaa.io import storage
+        from raydaa.scenarios.assets import builtin_judge_model
 
-        path = storage.local_copy(path)  # an s3:// / gs:// checkpoint: this node's copy
+        # a built-in one by name (rehearsal:reward_model): this node's saved copy; an
+        # s3:// / gs:// checkpoint: this node's copy
+        path = builtin_judge_model(path) or storage.local_copy(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype="auto")
