@@ -2,6 +2,7 @@
 
 import pytest
 import ray
+from s3_server import s3_server
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +49,21 @@ def shrunken_search_spaces(
     spec["scenarios"]["tiny"] = tiny_grid
     method_path.write_text(yaml.safe_dump(spec))
     return root
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A real S3 server (moto) for the module, its endpoint and keys in the environment."""
+    with s3_server() as env, pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(params=["directory", "s3"])
+def storage_root(request, tmp_path):
+    """A fresh storage root of each kind: a directory, and a prefix on the S3 server."""
+    if request.param == "directory":
+        return str(tmp_path / "results")
+    request.getfixturevalue("s3_env")
+    return f"s3://raydaa/{request.node.name.replace('[', '-').rstrip(']')}"

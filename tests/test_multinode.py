@@ -29,6 +29,7 @@ from s3_server import free_port, s3_server
 
 from raydaa.config.scenario import load_scenario
 from raydaa.io import storage
+from raydaa.io.prompt_records import read_records
 from raydaa.io.results_store import read_store
 from raydaa.sweep.telemetry import trial_name
 from raydaa.train.stages import reference_record, run_sft
@@ -209,6 +210,8 @@ def test_trials_read_reference_and_cache_through_storage(sweep):
         assert storage.exists(row["reference_cache"])
         assert row["checkpoint_path"].startswith(f"{ROOT}/tiny/runs/")
         assert storage.exists(storage.join(row["checkpoint_path"], "config.json"))
+        # per-prompt records on S3 beside the store: one per evaluation prompt
+        assert read_records(ROOT, "tiny", "dpo", row["trial_id"]).num_rows == 16
     assert not any(Path.cwd().iterdir())  # nothing written to a node-local relative path
 
 

@@ -15,11 +15,26 @@ import optuna
 import pytest
 from conftest import shrunken_search_spaces
 
+from raydaa.io.prompt_records import read_records
 from raydaa.io.results_store import read_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 
 BETAS, LRS = [0.1, 0.5], [1e-4, 1e10]  # 1e10 diverges at once: the guard must record it
+PROMPTS = 32  # shrunken_search_spaces' evaluation prompts
+
+
+def assert_records(results, row) -> None:
+    """A finished trial's per-prompt records sit beside its row: one per evaluation prompt,
+    whose verdicts and k1 average to the row's quality and KL; other trials have none."""
+    records = read_records(results, "tiny", "dpo", row["trial_id"])
+    if row["status"] != "finished":
+        assert records is None, row
+        return
+    assert records is not None and records.num_rows == PROMPTS, row["trial_id"]
+    for column, key in (("verdict", "quality"), ("kl_k1", "kl")):
+        values = records.column(column).to_pylist()
+        assert sum(values) / len(values) == pytest.approx(row[key], abs=1e-9), column
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +90,7 @@ def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, resul
             assert row["status"] == "finished", row["error"]
             assert 0 <= row["quality_low"] <= row["quality"] <= row["quality_high"] <= 1
             assert row["kl_k3"] >= 0 and row["checkpoint_path"]
+        assert_records(results, row)
     assert len({r["trial_id"] for r in rows}) == 4
 
 
@@ -139,6 +155,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(spaces, tmp_path
     after = read_store(tmp_path, "tiny", "dpo")
     assert configs(after) == sorted((b, lr) for b in BETAS for lr in LRS)
     kept = {r["trial_id"]: r for r in after.to_pylist()}
+    for row in kept.values():  # rows re-reported on resume still have their records
+        assert_records(tmp_path, row)
     for row in before:  # finished before the kill: not run again, so its row is not rewritten
         # (a rerun keeps the trial id and checkpoint path but measures its own
         # device_seconds and writes the row file anew)

@@ -10,27 +10,15 @@ from multiprocessing import get_context
 
 import pyarrow.fs as pafs
 import pytest
-from s3_server import s3_server
 
 from raydaa.io import storage
 from raydaa.io.results_store import read_store, store_root, write_row
 
 
-@pytest.fixture(scope="module")
-def s3_env():
-    with s3_server() as env, pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield env
-
-
-@pytest.fixture(params=["directory", "s3"])
-def root(request, tmp_path):
-    """A fresh storage root of each kind."""
-    if request.param == "directory":
-        return str(tmp_path / "results")
-    request.getfixturevalue("s3_env")
-    return f"s3://raydaa/{request.node.name.replace('[', '-').rstrip(']')}"
+@pytest.fixture
+def root(storage_root):
+    """A fresh storage root of each kind (conftest.py)."""
+    return storage_root
 
 
 def every_file(path: str) -> list[str]:

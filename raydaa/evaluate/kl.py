@@ -78,8 +78,15 @@ def mean_interval(values: torch.Tensor) -> Estimate:
     return Estimate(mean, mean - half, mean + half)
 
 
-def kl_estimates(policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> dict[str, Estimate]:
-    """k1 and k3 estimates of KL(π ‖ π_ref) from per-sample sequence log-probs."""
+def kl_per_prompt(
+    policy_logps: torch.Tensor, reference_logps: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """(N,) float64 k1 and k3 of each sample, from per-sample sequence log-probs."""
     d = policy_logps.double() - reference_logps.double()
     k3 = torch.expm1(-d) + d  # (r - 1) - log r with r = e^{-d}, stable near d = 0
-    return {"k1": mean_interval(d), "k3": mean_interval(k3)}
+    return {"k1": d, "k3": k3}
+
+
+def kl_estimates(policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> dict[str, Estimate]:
+    """k1 and k3 estimates of KL(π ‖ π_ref): the per-prompt values' means and intervals."""
+    return {k: mean_interval(v) for k, v in kl_per_prompt(policy_logps, reference_logps).items()}

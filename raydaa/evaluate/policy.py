@@ -23,7 +23,7 @@ from raydaa.evaluate.benchmarks_export import (
 )
 from raydaa.evaluate.generation import render_prompts, sample
 from raydaa.evaluate.judges import build_judge, win_rate
-from raydaa.evaluate.kl import completion_logps, kl_estimates
+from raydaa.evaluate.kl import completion_logps, kl_estimates, kl_per_prompt
 from raydaa.io import storage
 from raydaa.train.metrics import peak_rss_mib
 
@@ -128,7 +128,11 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     (`sampling_tokens_per_s`: new tokens of the policy's validation samples per second of
     `generate`) and this process's peak memory (`eval_peak_rss_mib`; `eval_peak_gpu_mib`
     where CUDA is there). Models load in `eval_dtype(scenario)`; every scoring and
-    sampling batch holds at most `resources.batch_tokens` tokens."""
+    sampling batch holds at most `resources.batch_tokens` tokens.
+
+    `"records"` holds the per-prompt records behind those numbers: one dict per prompt
+    with the columns of raydaa.io.prompt_records.RECORDS_SCHEMA (`prompt_records`). It is
+    the one value that is not a scalar metric: take it out before reporting to Tune."""
     from raydaa.config.evaluation import BENCHMARKS
     from raydaa.data.preflight import validation_set
     from raydaa.data.tokenize import load_tokenizer
@@ -159,6 +163,9 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         baselines = judged_baselines(
             scenario, reference_path, tokenizer, judged, judged_ids, all_ids
         )
+        # the baseline answers as the policy would emit them: the probe that tells
+        # whether two trials trained the same model
+        baseline_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in baselines]
 
     policy = eval_model(policy_path, scenario)
     samples = sample(
@@ -166,18 +173,21 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     )
     pad = tokenizer.pad_token_id
     pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad, budget)
+    judge_samples = None
     if judge is not None:
         if config.prompts is None:
             answers = samples.texts[: len(judged)]
         else:
-            answers = sample(
+            judge_samples = sample(
                 policy,
                 tokenizer,
                 judged_ids,
                 scenario.generation,
                 seed=scenario.seed,
                 batch_tokens=budget,
-            ).texts
+            )
+            answers = judge_samples.texts
+        probe = completion_logps(policy, judged_ids, baseline_ids, pad, budget).tolist()
     outcomes = []
     if benchmarks:
         out_dir = Path(policy_path).parent / "benchmarks"
@@ -191,12 +201,26 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     del reference
     kl = kl_estimates(pi, ref)
 
+    judged_columns = []
     if judge is not None:
-        wins = win_rate(judge.compare([r["prompt"] for r in judged], answers, baselines))
+        verdicts = judge.compare([r["prompt"] for r in judged], answers, baselines)
+        wins = win_rate(verdicts)
         quality = {"quality": wins.mean, "quality_low": wins.low, "quality_high": wins.high}
         quality |= getattr(judge, "stats", {})
+        judged_columns = [
+            {"baseline_text": text, "baseline_tokens": len(ids), "verdict": v, "probe_logp": p}
+            for text, ids, v, p in zip(baselines, baseline_ids, verdicts, probe, strict=True)
+        ]
     else:
         quality = benchmark_metrics(outcomes, config.type)
+    records = prompt_records(
+        prompts,
+        samples,
+        kl_per_prompt(pi, ref),
+        judged_columns,
+        judge_prompts=None if judge_samples is None else [r["prompt"] for r in judged],
+        judge_samples=judge_samples,
+    )
     return quality | {
         "kl": kl["k1"].mean,
         "kl_low": kl["k1"].low,
@@ -208,7 +232,59 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         "mean_completion_tokens": sum(map(len, samples.completion_ids))
         / len(samples.completion_ids),
         "eval_seconds": time.perf_counter() - start,
-    } | resource_metrics(samples)
+    } | resource_metrics(samples) | {"records": records}
+
+
+NOT_JUDGED = {
+    "baseline_text": None,
+    "baseline_tokens": None,
+    "verdict": math.nan,
+    "probe_logp": math.nan,
+}
+"""The judge columns of a prompt the judge did not see (a benchmark scenario's, or past
+`judge.num_prompts`)."""
+
+
+def prompt_records(
+    prompts: list,
+    samples,
+    kl: dict[str, torch.Tensor],
+    judged: list[dict],
+    *,
+    judge_prompts: list | None = None,
+    judge_samples=None,
+) -> list[dict]:
+    """One record per evaluation prompt (RECORDS_SCHEMA): every validation prompt with the
+    policy's sample and its per-prompt KL (`kl`: "k1", "k3" tensors in prompt order);
+    `judged` holds the judge's columns (baseline, verdict, probe) per judged prompt, the
+    first validation prompts, or, when the judge has its own prompt set (`judge_prompts`,
+    answered by `judge_samples`), rows of source "judge" with no KL."""
+    on_validation = judge_prompts is None
+    records = []
+    for i, prompt in enumerate(prompts):
+        records.append(
+            {"prompt_id": i, "source": "validation", "prompt": prompt_json(prompt)}
+            | policy_columns(samples, i)
+            | {"kl_k1": float(kl["k1"][i]), "kl_k3": float(kl["k3"][i])}
+            | (judged[i] if on_validation and i < len(judged) else NOT_JUDGED)
+        )
+    for j, prompt in enumerate(judge_prompts or []):
+        records.append(
+            {"prompt_id": j, "source": "judge", "prompt": prompt_json(prompt)}
+            | policy_columns(judge_samples, j)
+            | {"kl_k1": math.nan, "kl_k3": math.nan}
+            | judged[j]
+        )
+    return records
+
+
+def prompt_json(prompt) -> str:
+    """A prompt (a string or a list of chat messages) as JSON text."""
+    return json.dumps(prompt, ensure_ascii=False)
+
+
+def policy_columns(samples, i: int) -> dict[str, Any]:
+    return {"policy_text": samples.texts[i], "policy_tokens": len(samples.completion_ids[i])}
 
 
 def resource_metrics(samples) -> dict[str, float]:

@@ -13,6 +13,7 @@ from ray import tune
 
 from raydaa.config.search_space import AlignConfig
 from raydaa.io import storage
+from raydaa.io.prompt_records import write_records
 from raydaa.io.results_store import read_row
 from raydaa.sweep.telemetry import TrainMetricsCallback, trial_name
 from raydaa.train.stages import AlignmentInputs
@@ -25,13 +26,15 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
 
     trial_id = tune.get_context().get_trial_id()
     name = trial_name(config, trial_id)
-    done = read_row(results, scenario.name, str(config["method"]), trial_id)
+    method = str(config["method"])
+    done = read_row(results, scenario.name, method, trial_id)
     if done is not None and done["status"] in ("finished", "diverged"):
         # Its row was written, but the sweep was killed before Tune saved that it ended:
-        # --resume starts it again. Report the stored row instead of training anew.
+        # --resume starts it again. Report the stored row instead of training anew (its
+        # per-prompt records were written before that row).
         tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
         return
-    tags = {"scenario": scenario.name, "method": str(config["method"]), "trial": name}
+    tags = {"scenario": scenario.name, "method": method, "trial": name}
     align = AlignConfig.from_config(config)
     start = time.perf_counter()
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
@@ -48,8 +51,10 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         # counted since step 0 even when workers were restarted from a checkpoint
         "tokens_seen": final.get("tokens_seen", sum(h.get("tokens", 0) for h in run.history)),
         "checkpoint_path": run.path or "",
-        "peak_rss_mib": final.get("peak_rss_mib", math.nan),
-        "peak_gpu_mib": final.get("peak_gpu_mib", math.nan),
+        # unmeasured (no GPU, no evaluation) is None, a null in the store: rows then
+        # compare equal when read back, which NaN never does
+        "peak_rss_mib": final.get("peak_rss_mib"),
+        "peak_gpu_mib": final.get("peak_gpu_mib"),
         "node_id": run.node_id or "",
         "hostname": run.hostname or "",
         "reference_path": inputs.reference_path,
@@ -61,13 +66,17 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         "kl_low": math.nan,
         "kl_high": math.nan,
         "kl_k3": math.nan,
-        "eval_peak_rss_mib": math.nan,
-        "eval_peak_gpu_mib": math.nan,
-        "sampling_tokens_per_s": math.nan,
+        "eval_peak_rss_mib": None,
+        "eval_peak_gpu_mib": None,
+        "sampling_tokens_per_s": None,
     }
     if run.status == "finished":
         try:
-            metrics |= evaluate_trial(run.path, inputs.reference_path, scenario)
+            evaluation = evaluate_trial(run.path, inputs.reference_path, scenario)
+            # Per-prompt records go to storage here, never through Tune: written before the
+            # report, so a row in the store always has its records.
+            write_records(results, scenario.name, method, trial_id, evaluation.pop("records"))
+            metrics |= evaluation
             print(f"{name}: {evaluation_line(metrics)}", flush=True)
         except Exception as err:  # the trained model stays on disk; the row says why
             metrics |= {"status": "failed", "error": f"evaluation: {type(err).__name__}: {err}"}
