@@ -1,10 +1,18 @@
-"""Everything the report shows, computed once from the store rows (no files, no plots)."""
+"""Everything the report shows, computed once from the store rows (no files, no plots).
+
+`analyse` needs the rows only; `analyse_paired` also reads each trial's per-prompt records
+for the paired comparisons (raydaa.report.comparisons, .collapsed). An `external` variant
+(a checkpoint evaluated with `raydaa evaluate --name`) has its own kind and joins no pooled
+pairwise / pointwise front.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from raydaa.report.pareto import pareto_mask
 from raydaa.report.select import (
@@ -19,6 +27,10 @@ from raydaa.report.select import (
     usable,
 )
 from raydaa.report.stats import spearman
+
+if TYPE_CHECKING:  # scipy is imported only when the paired analysis runs
+    from raydaa.report.collapsed import CollapsedGroup
+    from raydaa.report.comparisons import Comparison, Options, RecordsFor, SeedSpread
 
 
 @dataclass
@@ -103,3 +115,63 @@ def analyse(rows: list[Row]) -> Analysis:
         for (v, i), on in zip(pooled, mask, strict=True):
             v.on_kind_front[i] = bool(on)
     return Analysis(variants=variants, counts=status_counts(rows))
+
+
+@dataclass
+class PairedAnalysis:
+    """The report's "Is the difference real?" section (raydaa.report.comparisons)."""
+
+    pairs: list[Comparison]
+    """Every pair of variants' best configurations (one Holm family)."""
+    matched: list[Comparison]
+    """The same at each KL budget (one Holm family per budget)."""
+    kinds: list[Comparison]
+    """Pooled pairwise vs pointwise, overall and at each budget (one Holm family)."""
+    budgets: list[float]
+    spread: list[SeedSpread]
+    collapsed: list[CollapsedGroup]
+    with_records: int
+    """Finished trials whose per-prompt records were found."""
+    finished: int
+    missing_records: str = ""
+    """Why the first finished trial without records has none ("" when all have them)."""
+
+
+def analyse_paired(
+    rows: list[Row],
+    records_for: RecordsFor | None,
+    budgets: Sequence[float] | None = None,
+    options: Options | None = None,
+) -> PairedAnalysis:
+    """Paired comparisons, seed spread and collapsed groups of `rows`; `records_for(row)`
+    gives a trial's per-prompt records or None (None as the loader: none loaded)."""
+    from raydaa.report.collapsed import collapsed_groups
+    from raydaa.report.comparisons import (
+        Memo,
+        Options,
+        Records,
+        best_pairs,
+        kinds,
+        kl_budgets,
+        matched_kl,
+        seed_spread,
+    )
+
+    options = options or Options()
+    records = Records(records_for)
+    budgets = kl_budgets(rows) if budgets is None else [float(b) for b in budgets]
+    memo = Memo(records, options)
+    finished = [r for r in rows if usable(r)]
+    loaded = [records(r) for r in finished]
+    missing = next((why for cols, why in loaded if cols is None), "")
+    return PairedAnalysis(
+        pairs=best_pairs(rows, records, options, memo=memo),
+        matched=matched_kl(rows, records, budgets, options, memo=memo),
+        kinds=kinds(rows, records, budgets, options, memo=memo),
+        budgets=budgets,
+        spread=seed_spread(rows),
+        collapsed=collapsed_groups(rows, records),
+        with_records=sum(cols is not None for cols, _ in loaded),
+        finished=len(finished),
+        missing_records=missing,
+    )

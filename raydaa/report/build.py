@@ -9,6 +9,9 @@ every file atomically:
     fronts.csv                 best-lr-per-β points with their front flags
     correlations.csv           Spearman ρ of KL against β
     failures.csv               failed / diverged trials with their reasons
+    comparisons.csv            paired differences of the best configs, pairwise vs pointwise
+    matched_kl.csv             the same pairs at matched KL budgets
+    collapsed.csv              β ranges of one method that trained the same model
     pareto_methods.{png,html}  quality vs KL fronts per method
     pareto_kinds.{png,html}    pooled pairwise vs pointwise fronts (paper Figures 3, 6)
     beta_sensitivity.{png,html} quality vs β (paper Figure 1)
@@ -20,14 +23,18 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
 from raydaa.io import storage
 from raydaa.report import tables
-from raydaa.report.analysis import Analysis, analyse
+from raydaa.report.analysis import Analysis, PairedAnalysis, analyse, analyse_paired
 from raydaa.report.plots import charts, render_html, render_png
 from raydaa.report.select import load_rows
+
+if TYPE_CHECKING:
+    from raydaa.report.comparisons import Options, RecordsFor
 
 PLOTLY_JS = {"directory": "directory", "inline": True, "cdn": "cdn"}
 
@@ -46,7 +53,93 @@ def _trend(rho: float, n: int) -> str:
     return f"ρ = 0 over {n} β values: no monotone trend"
 
 
-def render_markdown(analysis: Analysis, scenario: str, store: str, figures: list[str]) -> str:
+def _paired_section(paired: PairedAnalysis) -> list[str]:
+    """report.md's "Is the difference real?" section."""
+    out = [
+        "## Is the difference real? Paired comparisons",
+        "",
+        "The intervals above are each method's own; two overlapping intervals do not make two "
+        "methods equal, nor do disjoint ones prove a difference. Here the methods are compared "
+        "on the same prompts: A − B is the difference of their mean verdicts (1 win, 0.5 tie, "
+        "0 loss against the baseline) over the prompts judged for both, its 95% interval a "
+        "paired bootstrap over prompts (and over seeds, where a configuration was trained "
+        "with several), p a two-sided test of no difference, adjusted by Holm-Bonferroni "
+        "within each table. A verdict names a winner only when the Holm p is below 0.05; "
+        "MDE is the smallest true difference this many prompts detects 80% of the time. "
+        "Each best configuration was picked on these same prompts, which favours it (the "
+        "winner's curse); seed replicates reduce that. See docs/reports.md.",
+        "",
+    ]
+    if not paired.with_records:
+        out += [
+            f"No per-prompt records for any of the {paired.finished} finished trials (first "
+            f"reason: {paired.missing_records}): the paired comparisons need them, so "
+            "comparisons.csv and matched_kl.csv list every pair as skipped, with the reason.",
+            "",
+        ]
+    elif paired.with_records < paired.finished:
+        out += [
+            f"Per-prompt records found for {paired.with_records} of {paired.finished} finished "
+            f"trials (first missing: {paired.missing_records}); a comparison that needs a "
+            "missing one is listed as skipped, with the reason.",
+            "",
+        ]
+    if paired.with_records:
+        out += [
+            "### Best configurations, pair by pair",
+            "",
+            tables.comparisons_markdown(paired.pairs),
+            "CSV (with pairwise vs pointwise): [comparisons.csv](comparisons.csv).",
+            "",
+            "### At matched KL",
+            "",
+            "Each method's best configuration among its trials with KL ≤ the budget (budgets: "
+            "the quartiles of the finished trials' KL, "
+            + (", ".join(f"{b:.4g}" for b in paired.budgets) or "none: no finite KL")
+            + "); Holm within each budget. CSV: [matched_kl.csv](matched_kl.csv).",
+            "",
+            tables.comparisons_markdown(paired.matched, budget=True),
+            "### Pairwise vs pointwise (the paper's central claim)",
+            "",
+            "The best configuration among all two-stage pairwise methods' trials against that "
+            "of the pointwise ones, overall (KL ≤ —) and at each budget; one Holm family.",
+            "",
+            tables.comparisons_markdown(paired.kinds, budget=True),
+        ]
+    out += ["### Seed spread", ""]
+    out += (
+        [
+            "Quality across the seeds of each configuration trained more than once: how much "
+            "of a difference the seed alone makes.",
+            "",
+            tables.seed_spread_markdown(paired),
+        ]
+        if paired.spread
+        else ["No configuration was trained with more than one seed.", ""]
+    )
+    out += ["### Collapsed configurations", ""]
+    out += (
+        [
+            "Trials of one method that trained the same model (equal probe log-probs, or "
+            "equal quality and KL without records): small β at one lr (paper Theorem 3.6, "
+            "with Adam's invariance to the loss's scale). Each group is one point, spanning "
+            "its β range. CSV: [collapsed.csv](collapsed.csv).",
+            "",
+            tables.collapsed_markdown(paired),
+        ]
+        if paired.collapsed
+        else ["None: no two finished trials of a method trained the same model.", ""]
+    )
+    return out
+
+
+def render_markdown(
+    analysis: Analysis,
+    scenario: str,
+    store: str,
+    figures: list[str],
+    paired: PairedAnalysis | None = None,
+) -> str:
     c = analysis.counts
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [
@@ -109,6 +202,8 @@ def render_markdown(analysis: Analysis, scenario: str, store: str, figures: list
         tables.correlations_markdown(analysis),
     ]
     out += [f"- {v.name}: {_trend(v.correlation.rho, v.correlation.n)}" for v in analysis.variants]
+    if paired is not None:
+        out += ["", *_paired_section(paired)]
     failures = tables.failures_table(analysis)[1]
     out += ["", "## Failed and diverged trials", ""]
     out += (
@@ -154,10 +249,15 @@ def _write_plotly_js(sink: Sink) -> str:
 
 
 def build_report(
-    results: str | Path, scenario: str, out: str | Path | None = None, plotly_js: str = "directory"
+    results: str | Path,
+    scenario: str,
+    out: str | Path | None = None,
+    plotly_js: str = "directory",
+    records_for: RecordsFor | None = None,
 ) -> list[str]:
     """Read the store, write every report file (report.md last); returns their storage
-    paths. `results` and `out` are directories or s3:// / gs:// URIs."""
+    paths. `results` and `out` are directories or s3:// / gs:// URIs. Each trial's
+    per-prompt records come from `records_for(row)` (default: read beside the store)."""
     # here, not at the top: raydaa.io.results_store imports torch (via raydaa.core.losses),
     # which `raydaa report --help` and `write_report` (rows given) do not need
     from raydaa.io.results_store import store_root
@@ -166,15 +266,37 @@ def build_report(
         raise ValueError(f"plotly_js: {plotly_js!r}; expected one of {list(PLOTLY_JS)}")
     rows = load_rows(results, scenario)
     out = storage.resolve(out) if out is not None else default_out(results, scenario)
-    return write_report(rows, scenario, store_root(results, scenario), out, plotly_js)
+    if records_for is None:
+        records_for = _stored_records(results, scenario)
+    return write_report(
+        rows, scenario, store_root(results, scenario), out, plotly_js, records_for=records_for
+    )
+
+
+def _stored_records(results: str | Path, scenario: str) -> RecordsFor:
+    """row -> its records at <results>/<scenario>/prompts/<method>/<trial_id>.parquet."""
+    from raydaa.io.prompt_records import read_records
+
+    return lambda row: read_records(results, scenario, row["method"], str(row["trial_id"]))
 
 
 def write_report(
-    rows: list[dict], scenario: str, store: str, out: str, plotly_js: str = "directory"
+    rows: list[dict],
+    scenario: str,
+    store: str,
+    out: str,
+    plotly_js: str = "directory",
+    *,
+    records_for: RecordsFor | None = None,
+    budgets: list[float] | None = None,
+    options: Options | None = None,
 ) -> list[str]:
     """Every report file for `rows` (store rows, e.g. a study's subset) into the storage
-    path `out`; `store` is where the rows came from, as report.md names it."""
+    path `out`; `store` is where the rows came from, as report.md names it. The paired
+    comparisons read `records_for(row)` (None: no records, each comparison says so) at
+    KL `budgets` (default: quartiles of the rows' KL), tested with `options`."""
     analysis = analyse(rows)
+    paired = analyse_paired(rows, records_for, budgets, options)
     sink = Sink(out)
     written = []
     for name, table in (
@@ -183,6 +305,9 @@ def write_report(
         ("fronts", tables.fronts_table(analysis)),
         ("correlations", tables.correlations_table(analysis)),
         ("failures", tables.failures_table(analysis)),
+        ("comparisons", tables.comparisons_table(paired)),
+        ("matched_kl", tables.matched_kl_table(paired)),
+        ("collapsed", tables.collapsed_table(paired)),
     ):
         written.append(sink.write(f"{name}.csv", tables.to_csv(table)))
     figures = []
@@ -192,7 +317,7 @@ def write_report(
         written.append(sink.write(f"{chart.name}.png", render_png(chart)))
         written.append(sink.write(f"{chart.name}.html", render_html(chart, PLOTLY_JS[plotly_js])))
         figures.append(chart.name)
-    markdown = render_markdown(analysis, scenario, store, figures)
+    markdown = render_markdown(analysis, scenario, store, figures, paired)
     written.append(sink.write("report.md", markdown))
     return written
 

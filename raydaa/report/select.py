@@ -9,7 +9,9 @@ toward the smaller trial id, so the choice is deterministic.
 
 A variant is the method name, or `<method>+sft` for single-stage rows (sft_weight > 0:
 the loss carries the SFT term, paper §4.1, Table 1's †), which are a different recipe and
-would otherwise compete with the same method's two-stage rows.
+would otherwise compete with the same method's two-stage rows. Rows of method `external`
+(a checkpoint evaluated with `raydaa evaluate --name`) form the variant and kind `external`,
+ordered last: compared with the methods, never pooled into a pairwise / pointwise front.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from raydaa.config.search_space import search_rows
+
 STATUSES = ("finished", "failed", "diverged")
 KINDS = ("pairwise", "pointwise")
+EXTERNAL = "external"  # method, variant and kind of a checkpoint trained outside raydaa
 
 Row = dict[str, Any]
 
@@ -63,18 +68,23 @@ def load_rows(results: str | Path, scenario: str) -> list[Row]:
 
 
 def kind_of(method: str, where: object = "") -> str:
-    """pairwise / pointwise, from the loss registry."""
+    """pairwise / pointwise, from the loss registry; `external` for an external checkpoint."""
     from raydaa.core.methods import METHOD_SPECS
 
+    if method == EXTERNAL:
+        return EXTERNAL
     spec = METHOD_SPECS.get(method)
     if spec is None:
         raise ReportError(
-            f"{where}: unknown method {method!r}; expected one of {', '.join(METHOD_SPECS)}"
+            f"{where}: unknown method {method!r}; expected one of "
+            f"{', '.join(METHOD_SPECS)}, {EXTERNAL}"
         )
     return spec.preference_kind
 
 
 def variant(row: Row) -> str:
+    if row["method"] == EXTERNAL:
+        return EXTERNAL
     sft_weight = row.get("sft_weight")
     single_stage = sft_weight is not None and not math.isnan(sft_weight) and sft_weight > 0
     return f"{row['method']}+sft" if single_stage else row["method"]
@@ -86,11 +96,13 @@ def method_of(variant_name: str) -> str:
 
 def variant_order(names: set[str] | list[str]) -> list[str]:
     """Pairwise methods first, then pointwise (the paper's Table 2), registry order within,
-    a method's single-stage variant right after it."""
+    a method's single-stage variant right after it; `external` last."""
     from raydaa.core.methods import METHODS
 
     def key(name: str) -> tuple:
         method = method_of(name)
+        if method == EXTERNAL:
+            return (len(KINDS), 0, False)
         return (KINDS.index(kind_of(method)), METHODS.index(method), name.endswith("+sft"))
 
     return sorted(set(names), key=key)
@@ -112,7 +124,9 @@ def best_key(row: Row) -> tuple:
 
 
 def best_row(rows: list[Row]) -> Row | None:
-    candidates = [r for r in rows if usable(r)]
+    """The best usable row among each configuration's lowest-seed rows (seed replicates
+    never let a configuration win by the max over its seeds)."""
+    candidates = [r for r in search_rows(rows) if usable(r)]
     return min(candidates, key=best_key) if candidates else None
 
 
@@ -121,7 +135,7 @@ def best_lr_per_beta(rows: list[Row]) -> list[Row]:
     (lr, and λ / γ/β / epochs where a sweep varies them), sorted by β: the points the paper
     draws its fronts and β curves with."""
     by_beta: dict[float, list[Row]] = defaultdict(list)
-    for row in rows:
+    for row in search_rows(rows):
         if usable(row) and _finite(row.get("beta")):
             by_beta[row["beta"]].append(row)
     return [min(group, key=best_key) for _, group in sorted(by_beta.items())]

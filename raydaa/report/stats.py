@@ -1,4 +1,6 @@
-"""Spearman rank correlation with numpy alone (scipy is not a dependency)."""
+"""Spearman rank correlation with numpy alone: written before scipy became a dependency
+(for the paired tests, raydaa.report.paired) and kept; it gives scipy.stats.spearmanr's ρ
+(average ranks for ties) and its own NaN rules below."""
 
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ best_configs   paper Table 7 form: each method's best β, lr (λ and γ/β where
 fronts         the best-lr-per-β points behind the plots, with their front flags
 correlations   Spearman ρ of KL against β (all points, and within each lr)
 failures       every failed or diverged trial with its reason
+comparisons    paired differences of the variants' best configs, and pairwise vs pointwise
+matched_kl     the same pairs at KL budgets
+collapsed      configurations of one variant that trained the same model
+seed_spread    quality across the seeds of each configuration (Markdown only)
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raydaa.report.analysis import Analysis
+from raydaa.report.analysis import Analysis, PairedAnalysis
 from raydaa.report.select import usable
+
+if TYPE_CHECKING:
+    from raydaa.report.comparisons import Comparison
 
 Table = tuple[list[str], list[dict[str, Any]]]
 """(column keys, records): a CSV writes the raw values, Markdown the formatted ones."""
@@ -255,3 +262,105 @@ def failures_markdown(analysis: Analysis, max_error: int = 160) -> str:
         for r in failures_table(analysis)[1]
     ]
     return markdown(["method", "trial", "status", "β", "lr", "diverged at step", "reason"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Is the difference real? (raydaa.report.comparisons)
+# ---------------------------------------------------------------------------------------
+
+_PAIRED = ("difference", "low", "high", "p_value", "mde", "sd", "se", "n", "a_mean", "b_mean",
+           "test")  # fmt: skip
+_COMPARISON_KEYS = ["family", "a", "b", "budget", "a_config", "b_config", "a_trials",
+                    "b_trials", "a_quality", "b_quality", "difference", "low", "high",
+                    "p_value", "p_holm", "verdict", "mde", "sd", "se", "n", "seeds_a",
+                    "seeds_b", "test", "reason", "note"]  # fmt: skip
+
+
+def _comparison_record(c: Comparison) -> dict[str, Any]:
+    r = c.result
+    record = {k: getattr(r, k) if r else None for k in _PAIRED}
+    record["a_quality"], record["b_quality"] = record.pop("a_mean"), record.pop("b_mean")
+    return record | {
+        "family": c.family, "a": c.a, "b": c.b, "budget": c.budget, "a_config": c.a_config,
+        "b_config": c.b_config, "a_trials": ";".join(c.a_trials), "b_trials": ";".join(c.b_trials),
+        "p_holm": c.p_holm, "verdict": c.verdict, "seeds_a": r.seeds[0] if r else None,
+        "seeds_b": r.seeds[1] if r else None, "reason": c.reason, "note": c.note,
+    }  # fmt: skip
+
+
+def comparisons_table(paired: PairedAnalysis) -> Table:
+    """Best vs best for every pair, then pooled pairwise vs pointwise (each its own Holm
+    family, named in `family`)."""
+    return _COMPARISON_KEYS, [_comparison_record(c) for c in paired.pairs + paired.kinds]
+
+
+def matched_kl_table(paired: PairedAnalysis) -> Table:
+    return _COMPARISON_KEYS, [_comparison_record(c) for c in paired.matched]
+
+
+def _side(name: str, config: str, trials: tuple[str, ...]) -> str:
+    seeds = f"; {len(trials)} seeds" if len(trials) > 1 else ""
+    return f"{name} ({config}{seeds})" if config else name
+
+
+def _verdict(c: Comparison) -> str:
+    if c.result is None:
+        return f"skipped: {c.reason}"
+    named = {"A better": f"**{c.a} better**", "B better": f"**{c.b} better**"}
+    return named.get(c.verdict, c.verdict)
+
+
+def comparisons_markdown(comparisons: list[Comparison], budget: bool = False) -> str:
+    """One row per comparison: A − B with its interval, raw and Holm p, verdict, MDE."""
+    rows = []
+    for c in comparisons:
+        r = c.result
+        rows.append(
+            ([hp(c.budget)] if budget else [])
+            + [
+                _side(c.a, c.a_config, c.a_trials),
+                _side(c.b, c.b_config, c.b_trials),
+                f"{num(r.a_mean)} vs {num(r.b_mean)}" if r else "—",
+                f"{r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "—",
+                f"{r.p_value:.3g} ({c.p_holm:.3g})" if r else "—",
+                _verdict(c),
+                num(r.mde) if r else "—",
+                str(r.n) if r else "—",
+            ]
+        )
+    headers = ["A", "B", "quality A vs B", "A − B [95% CI]", "p (Holm)", "verdict", "MDE",
+               "prompts"]  # fmt: skip
+    return markdown((["KL ≤"] if budget else []) + headers, rows)
+
+
+def seed_spread_markdown(paired: PairedAnalysis) -> str:
+    rows = [
+        [s.variant, s.config, ", ".join("—" if x is None else str(x) for x in s.seeds),
+         num(s.mean), num(s.sd), num(s.min), num(s.max)]
+        for s in paired.spread
+    ]  # fmt: skip
+    return markdown(["method", "configuration", "seeds", "mean", "sd", "min", "max"], rows)
+
+
+def collapsed_table(paired: PairedAnalysis) -> Table:
+    keys = ["method", "beta_min", "beta_max", "betas", "lrs", "trials", "quality", "kl",
+            "evidence"]  # fmt: skip
+    records = [
+        {"method": g.variant, "beta_min": min(g.betas, default=None),
+         "beta_max": max(g.betas, default=None), "betas": ";".join(f"{b:g}" for b in g.betas),
+         "lrs": ";".join(f"{lr:g}" for lr in g.lrs), "trials": ";".join(g.trials),
+         "quality": g.quality, "kl": g.kl, "evidence": g.evidence}
+        for g in paired.collapsed
+    ]  # fmt: skip
+    return keys, records
+
+
+def collapsed_markdown(paired: PairedAnalysis) -> str:
+    rows = [
+        [r["method"], f"{hp(r['beta_min'])} – {hp(r['beta_max'])}",
+         r["lrs"].replace(";", ", ") or "—", r["trials"].replace(";", ", "), num(r["quality"]),
+         num(r["kl"]), r["evidence"]]
+        for r in collapsed_table(paired)[1]
+    ]  # fmt: skip
+    headers = ["method", "β range", "lr", "trials (one model)", "quality", "KL", "evidence"]
+    return markdown(headers, rows)
