@@ -8,6 +8,7 @@ import sys
 # `raydaa --help` does not pay for torch/ray imports.
 SUBCOMMANDS = {
     "search": ("raydaa.cli.search:search_main", "sweep one method's space with Ray Tune (grid or Optuna)"),
+    "replicate": ("raydaa.cli.replicate:main", "rerun a method's top-K configurations with other seeds"),
     "init": (
         "raydaa.cli.init:main",
         "write a commented scenario YAML for your model, data, judge and hardware",
@@ -20,6 +21,8 @@ SUBCOMMANDS = {
         "write a checkpoint's AlpacaEval / Arena-Hard answers (and score AlpacaEval)",
     ),
     "report": ("raydaa.cli.report:main", "Pareto fronts, best-config tables and β plots"),
+    "compare": ("raydaa.cli.compare:main", "is A really better than B? paired tests on the same prompts"),
+    "evaluate": ("raydaa.cli.evaluate:main", "any checkpoint on a scenario's yardstick (quality, KL)"),
     "theory": (
         "raydaa.cli.theory:main",
         "gradient collinearity of the DAA losses (paper Thms 3.4-3.6)",

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from raydaa.cli.options import add_location_options, data_ready, scenario_or_exit
+from raydaa.cli.values import positive_int
 from raydaa.io.ray_connection import connect_ray
 from raydaa.io.storage import join as storage_join
 
@@ -49,11 +50,23 @@ def search_main(argv: list[str] | None = None) -> int:
         help="trials at once (default: what the free resources fit now; on an autoscaling "
         "cluster give the size it grows to, e.g. 8 for 8 GPU nodes of one trial each)",
     )
+    parser.add_argument(
+        "--replicates", type=positive_int, default=None, metavar="N",
+        help="after the sweep, rerun its best configuration(s) with N training seeds in all "
+        "(the sweep's own + N-1 more: `raydaa replicate --seeds N`)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replicate-top", type=positive_int, default=1, metavar="K",
+        help="with --replicates: how many of the best configurations (default: %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.num_trials is not None and args.num_trials < 1:
         parser.error("--num-trials must be >= 1")
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
         parser.error("--max-concurrent-trials must be >= 1")
+    if args.replicates is not None and args.setup != "two_stage":
+        parser.error("--replicates replicates two-stage configurations; drop --setup "
+                     f"{args.setup} or run the replicates after a two-stage sweep")  # fmt: skip
     scenario = scenario_or_exit(parser, args.scenario)
     from raydaa.config.loading import ConfigError
     from raydaa.config.search_space import load_method_space
@@ -115,13 +128,33 @@ def search_main(argv: list[str] | None = None) -> int:
         )
         return 130
     print_next_steps(results, scenario.name, space, where, dashboard)
-    return 0
+    if args.replicates is None:
+        return 0
+    return search_replicates(args, argv)
+
+
+def search_replicates(args, argv: list[str] | None) -> int:
+    """`--replicates N`: `raydaa replicate` for the swept method, in this Ray (two-stage
+    only, checked at parse time: replicates compare the paper's recommended setup)."""
+    from raydaa.cli.replicate import replicate
+    from raydaa.sweep.replicate import ReplicateSettings
+
+    print(f"\nseed replicates: the {args.replicate_top} best {args.method} configuration(s), "
+          f"{args.replicates} seeds each", flush=True)  # fmt: skip
+    settings = ReplicateSettings(
+        method=args.method, top=args.replicate_top, seeds=args.replicates,
+        scenario=args.scenario, results=args.results, storage=args.storage,
+        resume=args.resume, max_concurrent_trials=args.max_concurrent_trials,
+    )  # fmt: skip
+    return replicate(settings, argv if argv is not None else sys.argv[2:], args.address,
+                     command="search")  # fmt: skip
 
 
 def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None) -> None:
     """What a user wants after a sweep: its best configuration, the report, the dashboards.
     The best is among this sweep's space only (the store may hold the method's other
     setups: single-stage rows beside two-stage ones)."""
+    from raydaa.config.search_space import search_rows
     from raydaa.report.build import default_out
     from raydaa.report.select import ReportError, best_row, load_rows
     from raydaa.study.runner import same_config
@@ -131,6 +164,7 @@ def print_next_steps(results: str, scenario: str, space, where: dict, dashboard:
         rows = [r for r in load_rows(results, scenario) if any(same_config(r, c) for c in grid)]
     except ReportError:  # no row in the store at all
         rows = []
+    rows = search_rows(rows)  # a configuration's seed replicates do not compete for best
     best = best_row(rows)
     if best is None:
         print(f"\nno finished {method} trial with a quality yet: see the rows' errors in the report")

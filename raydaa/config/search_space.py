@@ -47,6 +47,11 @@ class AlignConfig:
     lr: float
     epochs: int | None = None
     """Overrides the scenario's align.epochs (single-stage runs use 1 or 2)."""
+    seed: int | None = None
+    """Training seed (data order, anything random in the run); None: the scenario's seed.
+    A seed replicate (`raydaa replicate`) sets it; it is not a CONFIG_KEY, so runs of one
+    configuration at several seeds are one configuration. Evaluation always samples with
+    the scenario's seed: one yardstick for every run."""
 
     def __post_init__(self) -> None:
         # the optimizer's fields are checked here, as the loss checks its own, so a bad
@@ -56,24 +61,63 @@ class AlignConfig:
             check_whole({"epochs": self.epochs})
             if self.epochs < 1:
                 raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.seed is not None:
+            check_whole({"seed": self.seed})
+            if self.seed < 0:  # torch.manual_seed and randperm generators take no negatives
+                raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AlignConfig:
         """From a flat trial config (Tune's `param_space` point, a row, CLI arguments)."""
-        epochs = config.get("epochs")
+        epochs, seed = config.get("epochs"), config.get("seed")
         return cls(
             LossConfig.from_mapping(config),
             lr=float(config["lr"]),
             epochs=None if epochs is None else int(epochs),
+            seed=None if seed is None else int(seed),
         )
 
     def as_dict(self) -> dict[str, Any]:
         """The flat config, with every value resolved as the loss runs it (CONFIG_KEYS)."""
         return {**self.loss.as_dict(), "lr": self.lr, "epochs": self.epochs}
 
+    def training_seed(self, scenario_seed: int) -> int:
+        """The seed the training run uses: this config's own, else the scenario's."""
+        return scenario_seed if self.seed is None else self.seed
+
 
 CONFIG_KEYS: tuple[str, ...] = (*LOSS_FIELDS, "lr", "epochs")
-"""The keys of one point of a method's space: the loss's fields, then the optimizer's."""
+"""The keys of one point of a method's space: the loss's fields, then the optimizer's.
+The training seed is not one: store rows that differ only in `seed` are replicates of one
+configuration (raydaa.config.search_space.search_rows)."""
+
+
+def config_identity(row: dict[str, Any]) -> tuple:
+    """A hashable identity of the configuration a row or config ran (CONFIG_KEYS only):
+    floats to 12 significant digits (the 1e-9 relative tolerance of
+    raydaa.study.runner.same_config), None and NaN alike."""
+
+    def norm(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(f"{value:.12g}")
+        return value
+
+    return tuple(norm(row.get(k)) for k in CONFIG_KEYS)
+
+
+def search_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that stand for their configuration: each configuration's rows at its lowest
+    seed (the search's own; replicates run at higher seeds). Selecting "best" over these,
+    never over every seed, keeps a configuration from winning by the max of its replicates;
+    seed-averaged statistics read all rows. Rows keep their order."""
+    lowest: dict[tuple, int] = {}
+    for row in rows:
+        key, seed = config_identity(row), row.get("seed")
+        seed = 0 if seed is None else seed
+        lowest[key] = min(lowest.get(key, seed), seed)
+    return [r for r in rows if (r.get("seed") or 0) == lowest[config_identity(r)]]
 
 @dataclass
 class MethodSpace:

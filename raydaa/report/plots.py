@@ -7,7 +7,9 @@ interactive HTML page (plotly), drawn from one backend-neutral description.
     beta_sensitivity      quality vs β (log x), best lr per β, a 95% band per method
                           (paper Figure 1)
 
-Interval bars are the store's 95% intervals on both axes.
+Interval bars are the store's 95% intervals on both axes. Each point of a Pareto plot is
+labelled with its β (and its lr where the series' points do not share one), so a printed
+figure reads without hovering.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Series:
     y_low: list[float] | None = None
     y_high: list[float] | None = None
     hover: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    """Short text drawn beside each point (`β=0.01`, `β=0.01, lr=1e-4`); [] draws none."""
     line: list[int] | None = None
     """Indices joined by a line, in drawing order; None: all points in order."""
     dashed: bool = False
@@ -77,9 +81,31 @@ def _hover(v_name: str, row: Row) -> str:
     return text
 
 
+def short_number(value: float) -> str:
+    """0.001, 0.5, 2 as written; below 1e-3 a plain exponent: 1e-4, 5e-7 (not 1e-04)."""
+    if not math.isfinite(value) or value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def point_labels(rows: list[Row]) -> list[str]:
+    """`β=0.01` per point; `β=0.01, lr=1e-4` when the points' lrs differ (the front then
+    mixes learning rates, which the reader must see)."""
+    lrs = {_value(r, "lr") for r in rows}
+    with_lr = len({lr for lr in lrs if math.isfinite(lr)}) > 1
+    labels = []
+    for row in rows:
+        text = f"β={short_number(_value(row, 'beta'))}"
+        if with_lr:
+            text += f", lr={short_number(_value(row, 'lr'))}"
+        labels.append(text)
+    return labels
+
+
 def _points_series(label: str, color: str, rows: list[Row], names: list[str], front: list[bool],
                    dashed: bool = False) -> Series:  # fmt: skip
-    """Quality vs KL points; the line joins the front's points by increasing KL."""
+    """Quality vs KL points, each labelled; the line joins the front's points by increasing KL."""
     kl = [_value(r, "kl") for r in rows]
     quality = [_value(r, "quality") for r in rows]
     on = [i for i, f in enumerate(front) if f]
@@ -93,6 +119,7 @@ def _points_series(label: str, color: str, rows: list[Row], names: list[str], fr
         y_low=[_value(r, "quality_low") for r in rows],
         y_high=[_value(r, "quality_high") for r in rows],
         hover=[_hover(n, r) for n, r in zip(names, rows, strict=True)],
+        labels=point_labels(rows),
         line=sorted(on, key=lambda i: (kl[i], -quality[i])),
         dashed=dashed,
     )
@@ -198,6 +225,13 @@ def render_png(chart: Chart) -> bytes:
         line = s.line if s.line is not None else list(range(len(s.x)))
         ax.plot([s.x[i] for i in line], [s.y[i] for i in line], style, marker="o",
                 color=s.color, label=f"{s.label} (front)")  # fmt: skip
+        for x, y, text in zip(s.x, s.y, s.labels, strict=False):
+            if math.isfinite(x) and math.isfinite(y):  # a NaN point is not drawn either
+                # a faint white box keeps the text readable over the interval bars
+                ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points",
+                            fontsize=6.5, color=s.color,
+                            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none",
+                                      alpha=0.7))  # fmt: skip
     if chart.logx:
         ax.set_xscale("log")
     if chart.xticks:
@@ -240,11 +274,15 @@ def render_html(chart: Chart, plotly_js: str | bool) -> str:
                                      error_y=_plotly_errors(s.y, s.y_low, s.y_high, len(s.x) == 1),
                                      text=s.hover, hoverinfo="text"))  # fmt: skip
             continue
-        fig.add_trace(go.Scatter(x=s.x, y=s.y, mode="markers", name=f"{s.label} (points)",
-                                 legendgroup=s.label, marker=dict(color=s.color, opacity=0.5),
+        # labels as visible text beside each point; the hover keeps its longer text
+        fig.add_trace(go.Scatter(x=s.x, y=s.y, mode="markers+text" if s.labels else "markers",
+                                 name=f"{s.label} (points)", legendgroup=s.label,
+                                 marker=dict(color=s.color, opacity=0.5),
                                  error_x=_plotly_errors(s.x, s.x_low, s.x_high),
                                  error_y=_plotly_errors(s.y, s.y_low, s.y_high),
-                                 text=s.hover, hoverinfo="text"))  # fmt: skip
+                                 text=s.labels or None, textposition="top right",
+                                 textfont=dict(size=9, color=s.color),
+                                 hovertext=s.hover, hoverinfo="text"))  # fmt: skip
         line = s.line if s.line is not None else list(range(len(s.x)))
         fig.add_trace(go.Scatter(x=[s.x[i] for i in line], y=[s.y[i] for i in line],
                                  mode="lines+markers", name=f"{s.label} (front)",

@@ -31,7 +31,8 @@ class ResultsStoreCallback(tune.Callback):
         return row | {
             "trial_id": trial.trial_id,
             "scenario": self.scenario.name,
-            "seed": self.scenario.seed,
+            # the training seed: a replicate's own, else the scenario's
+            "seed": _training_seed(trial.config, self.scenario.seed),
             "status": status or result.get("status", "failed"),
             "error": error or result.get("error", ""),
         }
@@ -84,6 +85,11 @@ def _config_row(config: dict[str, Any]) -> dict[str, Any]:
         return AlignConfig.from_config(config).as_dict()
     except (KeyError, TypeError, ValueError):
         return {k: config.get(k) for k in CONFIG_KEYS}
+
+
+def _training_seed(config: dict[str, Any], scenario_seed: int) -> int:
+    seed = config.get("seed")
+    return scenario_seed if seed is None else int(seed)
 
 
 def _error_reason(trial) -> str:

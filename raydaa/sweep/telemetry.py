@@ -26,7 +26,8 @@ TRIAL_TAGS = ("scenario", "method", "trial")
 
 def trial_name(config: dict[str, Any], trial_id: str) -> str:
     """`dpo-b0.1-lr1e-06-<id>`; λ, SFT weight and epochs only when they vary from the
-    two-stage defaults (single-stage ORPO/ASFT sweeps)."""
+    two-stage defaults (single-stage ORPO/ASFT sweeps); `s<seed>` for a trial with its own
+    training seed (a seed replicate: `dpo-b0.1-lr1e-06-s1-<id>`)."""
     parts = [str(config["method"]), f"b{config['beta']:g}", f"lr{config['lr']:g}"]
     if config.get("lambda_", 1.0) != 1.0:
         parts.append(f"l{config['lambda_']:g}")
@@ -34,6 +35,8 @@ def trial_name(config: dict[str, Any], trial_id: str) -> str:
         parts.append(f"sft{config['sft_weight']:g}")
     if (config.get("epochs") or 1) != 1:
         parts.append(f"ep{config['epochs']}")
+    if config.get("seed") is not None:
+        parts.append(f"s{config['seed']}")
     return "-".join([*parts, trial_id])
 
 

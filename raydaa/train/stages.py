@@ -428,9 +428,13 @@ def run_alignment(
         if config.epochs is None
         else RecipeConfig(**{**scenario.align.__dict__, "epochs": config.epochs})
     )
-    settings = train_settings(scenario, recipe, inputs.rows, lr=config.lr, **setting_overrides)
-    name = (
-        name or f"{config.loss.method}-b{config.loss.beta:g}-lr{config.lr:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the run's own seed (a replicate's) orders the data and seeds the workers' RNGs
+    seeded = {"seed": config.training_seed(scenario.seed), **setting_overrides}
+    settings = train_settings(scenario, recipe, inputs.rows, lr=config.lr, **seeded)
+    replicate = "" if config.seed is None else f"-s{config.seed}"
+    name = name or (
+        f"{config.loss.method}-b{config.loss.beta:g}-lr{config.lr:g}{replicate}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}"
     )
     try:
         return _run(
