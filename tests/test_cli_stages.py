@@ -31,12 +31,15 @@ def test_sft_base_then_align_from_the_shell(tmp_path):
         "1e-4",
         "--max-steps",
         "2",
+        "--seed",
+        "7",
         "--results",
         results,
     )
     assert align.returncode == 0, align.stderr[-3000:]
     summary = json.loads(align.stdout[align.stdout.index("{") :])
     assert summary["status"] == "stopped" and summary["final"]["step"] == 2
+    assert "dpo-b0.1-lr0.0001-s7-" in summary["model"]  # the run carries its own seed
 
 
 def test_align_without_reference_says_what_to_run(tmp_path):
@@ -50,5 +53,7 @@ def test_align_without_reference_says_what_to_run(tmp_path):
 def test_bad_arguments_are_named():
     out = raydaa("align", "--method", "kto", "--beta", "0.1", "--lr", "1e-4")
     assert out.returncode == 2 and "invalid choice: 'kto'" in out.stderr
+    out = raydaa("align", "--method", "dpo", "--beta", "0.1", "--lr", "1e-4", "--seed", "-1")
+    assert out.returncode == 2 and "--seed" in out.stderr
     out = raydaa("sft", "--scenario", "nope")
     assert out.returncode == 2 and "unknown scenario 'nope'" in out.stderr

@@ -67,3 +67,12 @@ def test_pareto_charts_carry_the_labels_and_both_renderers_draw_them():
     bare = dataclasses.replace(chart, series=[dataclasses.replace(s, labels=[]) for s in chart.series])
     assert render_png(bare) != png  # the labels are drawn, not only described
     assert '"mode":"markers"' in render_html(bare, "directory")
+
+
+def test_an_external_checkpoint_with_a_beta_is_drawn_in_its_own_colour():
+    """A row of method `external` that carries a β (a user's checkpoint, noted with the
+    β it was trained at) is a point of its own series, not a crash on the method palette."""
+    external = row("external-mine", "external", 0.1, 1e-6, 0.66, 2.0)
+    series = {s.label: s for s in pareto_methods_chart(analyse(ROWS + [external]), "tiny").series}
+    assert series["external"].labels == ["β=0.1"]
+    assert series["external"].color not in {series["dpo"].color, series["nca"].color}

@@ -7,7 +7,7 @@ import json
 import sys
 
 from raydaa.cli.options import add_location_options, add_loss_options, data_ready, scenario_or_exit
-from raydaa.cli.values import positive_float, positive_int, share
+from raydaa.cli.values import non_negative_int, positive_float, positive_int, share
 from raydaa.io.ray_connection import connect_ray
 
 
@@ -73,6 +73,13 @@ def align_main(argv: list[str] | None = None) -> int:
         type=positive_int,
         default=None,
         help="stop after this many optimizer steps (a smoke test; the lr schedule keeps its length)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="training seed (data order, worker RNGs); default: the scenario's seed. "
+        "Evaluation samples with the scenario's seed whatever this is",
     )
     args = parser.parse_args(argv)
     from raydaa.config.search_space import AlignConfig

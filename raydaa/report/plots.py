@@ -26,6 +26,7 @@ from raydaa.report.tables import hp
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
 KIND_COLORS = {"pairwise": "#1f77b4", "pointwise": "#d62728"}
+_OTHER_COLOR = "#000000"  # external checkpoints: black, apart from every method's colour
 NO_DATA = "no finished trial with a finite quality and KL yet"
 
 
@@ -69,7 +70,10 @@ def _value(row: Row, key: str) -> float:
 def _method_color(name: str) -> str:
     from raydaa.core.methods import METHODS
 
-    return _PALETTE[METHODS.index(name.removesuffix("+sft")) % len(_PALETTE)]
+    method = name.removesuffix("+sft")
+    if method not in METHODS:  # an external checkpoint's variant
+        return _OTHER_COLOR
+    return _PALETTE[METHODS.index(method) % len(_PALETTE)]
 
 
 def _hover(v_name: str, row: Row) -> str:
