@@ -47,8 +47,8 @@ def search_main(argv: list[str] | None = None) -> int:
         "--max-concurrent-trials",
         type=int,
         default=None,
-        help="trials at once (default: what the free resources fit now; on an autoscaling "
-        "cluster give the size it grows to, e.g. 8 for 8 GPU nodes of one trial each)",
+        help="trials at once (default: what the cluster's total CPUs/GPUs hold, or what an "
+        "autoscaling cluster started with `ray up` can grow to)",
     )
     parser.add_argument(
         "--replicates", type=positive_int, default=None, metavar="N",

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-concurrent-trials",
         type=int,
         default=None,
-        help="trials at once (default: what the free resources fit)",
+        help="trials at once (default: what the cluster's total CPUs/GPUs hold)",
     )
     parser.add_argument(
         "--dry-run",

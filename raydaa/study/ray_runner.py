@@ -5,7 +5,7 @@ A study sweep is not always a product grid (what is left of one after an interru
 one best configuration per method for RQ4), so each sweep is one Tune run whose trials
 are exactly its configurations: `BasicVariantGenerator(points_to_evaluate=configs)` with
 one sample per configuration. Trials of a sweep share the namespace's reference, data and
-reference cache, prepared once, and run as many at a time as the free resources fit.
+reference cache, prepared once, and run as many at a time as the cluster holds (raydaa.sweep.capacity).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class RayRunner:
         from ray import tune
 
         from raydaa.core.methods import METHOD_SPECS
+        from raydaa.sweep.capacity import concurrency
         from raydaa.sweep.report_refresh import ReportRefreshCallback
-        from raydaa.sweep.search import concurrency
         from raydaa.sweep.tuner import (
             points_sweep,
             sweep_run_config,

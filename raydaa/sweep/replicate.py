@@ -151,7 +151,7 @@ def run_replicates(
     from raydaa.core.methods import METHOD_SPECS
     from raydaa.io import storage
     from raydaa.io.results_store import store_root
-    from raydaa.sweep.search import concurrency
+    from raydaa.sweep.capacity import concurrency
     from raydaa.sweep.tuner import points_sweep, sweep_run_config, sweep_trainable, tune_trial_name
     from raydaa.train.stages import prepare_alignment, scenario_root
 

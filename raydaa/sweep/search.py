@@ -28,6 +28,7 @@ from raydaa.config.defaults import DEFAULT_RESULTS, DEFAULT_SCENARIO
 from raydaa.core.methods import METHOD_SPECS
 from raydaa.io import storage
 from raydaa.io.results_store import store_root
+from raydaa.sweep.capacity import concurrency
 from raydaa.sweep.tuner import sweep_run_config, sweep_trainable, trial_names
 from raydaa.train.stages import scenario_root
 
@@ -70,20 +71,8 @@ class SearchSettings:
     """Ray Tune storage path (local dir, s3://, NFS); default <results>/<scenario>/tune."""
     resume: bool = False
     max_concurrent_trials: int | None = None
-    """Trials at once; default: what the cluster's free resources fit now (on an
-    autoscaling cluster give the size it scales to: its nodes are not there yet)."""
-
-
-def concurrency(scenario) -> int:
-    """Trials that fit the cluster's free resources at once (at least 1)."""
-    import ray
-
-    res = scenario.resources
-    free = ray.available_resources()
-    fits = int(free.get("CPU", 1) // (res.num_workers * res.cpus_per_worker))
-    if res.use_gpu:
-        fits = min(fits, int(free.get("GPU", 0) // res.num_workers))
-    return max(1, fits)
+    """Trials at once; default: what the cluster's total resources hold, or what an
+    autoscaling cluster started with `ray up` can grow to (raydaa.sweep.capacity)."""
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
