@@ -247,6 +247,51 @@ def test_rq3_joint_front_counts_points_per_kind(spaces, tmp_path):
     assert "| pairwise | 2 | 2 |" in page and "| pointwise | 1 | 2 |" in page
 
 
+class RecordingRunner(FakeRunner):
+    """FakeRunner whose trials also leave per-prompt records: of 100 prompts, a trial of
+    quality q wins the first round(100 q) and loses the rest; probe log-probs are the
+    trial's own (no two trials collapse)."""
+
+    def run_configs(self, scenario, results, configs, name):
+        super().run_configs(scenario, results, configs, name)
+        from raydaa.io.prompt_records import read_records, write_records
+
+        for row in read_store(results, scenario.name).to_pylist():
+            if row["status"] != "finished" or read_records(
+                results, scenario.name, row["method"], row["trial_id"]
+            ) is not None:
+                continue
+            wins = round(100 * row["quality"])
+            offset = int(row["trial_id"], 16) % 1000
+            write_records(results, scenario.name, row["method"], row["trial_id"], [
+                {"prompt_id": i, "source": "validation", "prompt": json.dumps(f"p{i}"),
+                 "policy_text": "a", "baseline_text": "b", "policy_tokens": 1,
+                 "baseline_tokens": 1, "verdict": 1.0 if i < wins else 0.0, "kl_k1": row["kl"],
+                 "kl_k3": row["kl"], "probe_logp": -1.0 - i - offset}
+                for i in range(100)
+            ])  # fmt: skip
+
+
+def test_rq3_page_says_which_differences_are_real(spaces, tmp_path):
+    """dpo's best (β 0.1, lr 1e-4) wins 90 of 100 prompts, nca's best 50: the paired
+    difference is +0.40 (the same 50 prompts won by both, 40 more by dpo), a sign-flip p of
+    about 2^-40, so "dpo better than nca"; pooled, pairwise (dpo) beats pointwise (nca)."""
+    points = {("dpo", 0.1): (0.9, 1.0), ("dpo", 0.5): (0.6, 0.5),
+              ("nca", 0.1): (0.5, 0.2), ("nca", 0.5): (0.45, 2.0)}  # fmt: skip
+
+    def quality(name, config):
+        q, kl = points[config["method"], config["beta"]]
+        return (q, 0.05, kl) if config["lr"] == 1e-4 else (q - 0.1, 0.05, kl)
+
+    rq3.run(study(tmp_path, RecordingRunner(quality)), methods=("dpo", "nca"))
+    page = (tmp_path / "results/tiny/study/rq3/rq3.md").read_text()
+    assert "Of the 1 pair of best configurations, 1 differ" in page
+    assert "**dpo better than nca**: A − B = +0.400" in page
+    assert "Pairwise vs pointwise, pooled best against pooled best: pairwise better" in page
+    report = (tmp_path / "results/tiny/study/rq3/report.md").read_text()
+    assert "**dpo better**" in report  # the study's report read the records too
+
+
 def test_a_partial_sweep_runs_only_missing_configs_and_failed_ones_on_request(spaces, tmp_path):
     """A first run wrote rows for β = 0.1 only, one of them failed: a re-run runs the two
     β = 0.5 configurations; with retry_failed also the failed one."""

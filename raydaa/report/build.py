@@ -267,13 +267,13 @@ def build_report(
     rows = load_rows(results, scenario)
     out = storage.resolve(out) if out is not None else default_out(results, scenario)
     if records_for is None:
-        records_for = _stored_records(results, scenario)
+        records_for = stored_records(results, scenario)
     return write_report(
         rows, scenario, store_root(results, scenario), out, plotly_js, records_for=records_for
     )
 
 
-def _stored_records(results: str | Path, scenario: str) -> RecordsFor:
+def stored_records(results: str | Path, scenario: str) -> RecordsFor:
     """row -> its records at <results>/<scenario>/prompts/<method>/<trial_id>.parquet."""
     from raydaa.io.prompt_records import read_records
 
@@ -290,13 +290,16 @@ def write_report(
     records_for: RecordsFor | None = None,
     budgets: list[float] | None = None,
     options: Options | None = None,
+    paired: PairedAnalysis | None = None,
 ) -> list[str]:
     """Every report file for `rows` (store rows, e.g. a study's subset) into the storage
     path `out`; `store` is where the rows came from, as report.md names it. The paired
     comparisons read `records_for(row)` (None: no records, each comparison says so) at
-    KL `budgets` (default: quartiles of the rows' KL), tested with `options`."""
+    KL `budgets` (default: quartiles of the rows' KL), tested with `options`; or the
+    caller's own `paired` analysis of these rows (a study that also quotes it)."""
     analysis = analyse(rows)
-    paired = analyse_paired(rows, records_for, budgets, options)
+    if paired is None:
+        paired = analyse_paired(rows, records_for, budgets, options)
     sink = Sink(out)
     written = []
     for name, table in (

@@ -13,9 +13,11 @@ points each kind holds (the paper: pairwise methods dominate it on the 8B model)
 
 from __future__ import annotations
 
+import math
+
 from raydaa.core.methods import METHODS
 from raydaa.report import tables
-from raydaa.report.analysis import Analysis, analyse
+from raydaa.report.analysis import Analysis, PairedAnalysis, analyse
 from raydaa.report.pareto import pareto_mask
 from raydaa.report.select import KINDS, Row, best_row
 from raydaa.study.runner import DONE, MAIN, StudyError, Sweep, same_config
@@ -78,8 +80,56 @@ def joint_front(analysis: Analysis) -> dict[str, tuple[int, int]]:
     }
 
 
+def _difference(c) -> str:
+    r = c.result
+    return f"{r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}], Holm p {c.p_holm:.3g}"
+
+
+def verdicts(paired: PairedAnalysis) -> list[str]:
+    """rq3.md's answer to "is the difference real?": which best-configuration pairs differ,
+    which are a blur, and the pooled pairwise-vs-pointwise test, from the paired analysis."""
+    made = [c for c in paired.pairs if c.result is not None]
+    if not made:
+        why = paired.pairs[0].reason if paired.pairs else "fewer than two methods"
+        return [f"No paired comparison could be made ({why}).", ""]
+    real = [c for c in made if c.verdict in ("A better", "B better")]
+    blur = [c for c in made if c.verdict not in ("A better", "B better")]
+    lines = [
+        f"Of the {len(made)} pair{'s' * (len(made) != 1)} of best configurations, "
+        f"{len(real)} differ at 5% after "
+        f"Holm's correction and {len(blur)} are indistinguishable on these "
+        f"{made[0].result.n} prompts"
+        + (f" (their MDE: {min(c.result.mde for c in blur):.3f}-"
+           f"{max(c.result.mde for c in blur):.3f})." if blur else "."),
+        "",
+    ]  # fmt: skip
+    for c in real:
+        winner, loser = (c.a, c.b) if c.verdict == "A better" else (c.b, c.a)
+        lines.append(f"- **{winner} better than {loser}**: A − B = {_difference(c)} "
+                     f"(A = {c.a}).")  # fmt: skip
+    made_kinds = [c for c in paired.kinds if c.result is not None]
+    # the overall test has no budget (NaN); the others are at matched KL
+    overall = next((c for c in made_kinds if math.isnan(c.budget)), None)
+    if overall is not None:
+        said = {"A better": f"{overall.a} better", "B better": f"{overall.b} better"}
+        lines += ["", f"Pairwise vs pointwise, pooled best against pooled best: "
+                  f"{said.get(overall.verdict, overall.verdict)} ({overall.a} − {overall.b} = "
+                  f"{_difference(overall)})."]  # fmt: skip
+    at_budgets = [c for c in made_kinds if not math.isnan(c.budget)]
+    if at_budgets:
+        lines.append("At matched KL: " + "; ".join(
+            f"KL ≤ {c.budget:.3g}: {c.verdict} ({c.result.difference:+.3f})"
+            for c in at_budgets) + ".")  # fmt: skip
+    if paired.collapsed:
+        lines.append("Collapsed configurations (one model across several β): " + "; ".join(
+            f"{g.variant} β {min(g.betas):g}-{max(g.betas):g} at lr "
+            f"{', '.join(f'{lr:g}' for lr in g.lrs)}" for g in paired.collapsed) + ".")  # fmt: skip
+    return lines + [""]
+
+
 def run(study, methods=METHODS) -> list[str]:
-    from raydaa.report.build import write_report
+    from raydaa.report.analysis import analyse_paired
+    from raydaa.report.build import stored_records, write_report
 
     done = study.execute("rq3", plan(study, methods))
     if study.dry_run:
@@ -89,7 +139,10 @@ def run(study, methods=METHODS) -> list[str]:
     if not rows:
         raise StudyError(f"RQ3 has no rows for {list(methods)} in {study.store(MAIN)}")
     sink = study.output("rq3")
-    written = write_report(rows, name, f"{study.store(MAIN)} (RQ3's grids)", sink.out)
+    paired = analyse_paired(rows, stored_records(study.results, name))
+    written = write_report(
+        rows, name, f"{study.store(MAIN)} (RQ3's grids)", sink.out, paired=paired
+    )
     analysis = analyse(rows)
     front = joint_front(analysis)
     page = [
@@ -113,6 +166,13 @@ def run(study, methods=METHODS) -> list[str]:
             [[kind, str(on), str(n)] for kind, (on, n) in front.items()],
         ),
         "![pareto_kinds](pareto_kinds.png)",
+        "",
+        "## Is the difference real?",
+        "",
+        "Paired over the same prompts (and seeds, where replicated): the full tables are in "
+        "[report.md](report.md#is-the-difference-real-paired-comparisons).",
+        "",
+        *verdicts(paired),
     ]
     written.append(sink.write("rq3.md", "\n".join(page) + "\n"))
     return written
