@@ -95,3 +95,25 @@ def test_nothing_collapses_without_a_match():
 def test_tolerance_is_a_parameter(tolerance, expected):
     groups = collapsed_groups(ROWS, records_for, tolerance=tolerance)
     assert groups[0].trials == expected
+
+
+def test_configurations_closer_than_a_tenth_of_the_seed_distance_are_one_model():
+    """NCA at lr 3e-5: β 0.001 (probe P), β 0.1 (P + 0.05: |Δ| / (1 + ~21) ≈ 2.3e-3, far
+    above 1e-4), β 1 (P + 0.5: ≈ 2.2e-2). β 5 ran with seeds 0 and 1, its probes P + 5 and
+    P + 5 + 3: the seed distance is 3 / (1 + ~28) ≈ 0.10, a tenth of it ≈ 0.010. So β 0.001
+    and 0.1 are one model, β 1 is not; β 5's two seeds are one configuration, never a
+    group. Without the replicate nothing groups (strict 1e-4)."""
+    probes = {"n1": P, "n2": P + 0.05, "n3": P + 0.5, "n4": P + 5, "n4s1": P + 8}
+    rows = [row("n1", "nca", 0.001, 0.57, 0.18), row("n2", "nca", 0.1, 0.5675, 0.186),
+            row("n3", "nca", 1.0, 0.5675, 0.19), row("n4", "nca", 5.0, 0.565, 0.11) | {"seed": 0},
+            row("n4s1", "nca", 5.0, 0.56, 0.12) | {"seed": 1}]  # fmt: skip
+
+    def records(r):
+        probe = probes[r["trial_id"]]
+        return {"prompt_id": np.arange(16), "source": np.array(["validation"] * 16, dtype=object),
+                "verdict": np.ones(16), "probe_logp": probe}  # fmt: skip
+
+    groups = collapsed_groups(rows, records)
+    assert [(g.variant, g.trials, g.betas) for g in groups] == [("nca", ("n1", "n2"), (0.001, 0.1))]
+    assert groups[0].evidence.startswith("probe_logp within 0.1 x the seed distance 0.1")
+    assert collapsed_groups([r for r in rows if r["trial_id"] != "n4s1"], records) == []

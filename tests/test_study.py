@@ -286,7 +286,7 @@ def test_rq3_page_says_which_differences_are_real(spaces, tmp_path):
     rq3.run(study(tmp_path, RecordingRunner(quality)), methods=("dpo", "nca"))
     page = (tmp_path / "results/tiny/study/rq3/rq3.md").read_text()
     assert "Of the 1 pair of best configurations, 1 differ" in page
-    assert "**dpo better than nca**: A − B = +0.400" in page
+    assert "**dpo better than nca**: dpo − nca = +0.400" in page
     assert "Pairwise vs pointwise, pooled best against pooled best: pairwise better" in page
     report = (tmp_path / "results/tiny/study/rq3/report.md").read_text()
     assert "**dpo better**" in report  # the study's report read the records too
@@ -504,3 +504,33 @@ def test_cli_rejects_methods_outside_the_question(spaces, tmp_path, capsys):
     assert "rq1 runs orpo, asft; got 'dpo'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         study_main(["rq2", "--fractions", "0.1", "--dry-run"])
+
+
+def test_rq3_verdicts_name_the_winner_first_with_its_lead():
+    """B (nca) better than A (dpo) by 0.05: the line reads nca − dpo = +0.050 [+0.020,
+    +0.080]; a blur pair is counted with its MDE; the overall kinds test (NaN budget) gets
+    its own line."""
+    from raydaa.report.analysis import PairedAnalysis
+    from raydaa.report.comparisons import Comparison
+    from raydaa.report.paired import PairedResult
+
+    def result(diff, low, high, mde):
+        return PairedResult(difference=diff, low=low, high=high, p_value=0.001, n=200, sd=0.3,
+                            se=0.02, mde=mde, a_mean=0.6, b_mean=0.6 - diff)  # fmt: skip
+
+    pairs = [
+        Comparison("best", "dpo", "nca", result=result(-0.05, -0.08, -0.02, 0.04),
+                   p_holm=0.002, verdict="B better"),
+        Comparison("best", "dpo", "ipo", result=result(0.01, -0.02, 0.04, 0.045),
+                   p_holm=0.6, verdict="indistinguishable"),
+    ]  # fmt: skip
+    kinds = [Comparison("pairwise vs pointwise", "pairwise", "pointwise",
+                        result=result(0.0, -0.01, 0.01, 0.02), p_holm=1.0,
+                        verdict="indistinguishable")]  # fmt: skip
+    paired = PairedAnalysis(pairs=pairs, matched=[], kinds=kinds, budgets=[], spread=[],
+                            collapsed=[], with_records=3, finished=3)  # fmt: skip
+    text = "\n".join(rq3.verdicts(paired))
+    assert "Of the 2 pairs of best configurations, 1 differ" in text
+    assert "(their MDE: 0.045-0.045)" in text
+    assert "**nca better than dpo**: nca − dpo = +0.050 [+0.020, +0.080], Holm p 0.002" in text
+    assert "pooled best against pooled best: indistinguishable (pairwise − pointwise" in text

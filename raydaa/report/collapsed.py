@@ -16,20 +16,34 @@ a relative error with an absolute floor: the same weights re-evaluated differ by
 rounding (~1e-6 relative), two different models by far more than 1e-4. Where either trial
 has no probe (no records, or an older store), the fallback is its row: quality and KL both
 equal within 1e-9 (the same samples judged the same way).
+
+Small β rarely gives bit-identical weights: the gradients are collinear only in the limit.
+Where the store holds seed replicates of a variant, the smallest probe distance between two
+seeds of one configuration measures the training noise, and configurations closer than a
+tenth of it (SEED_SHARE) are grouped too: no comparison can tell them apart that could not
+tell a model from its own retraining. On tiny's RQ3 (2026-12-03) two seeds of DPO's best
+configuration are 0.145 apart, NCA's β 0.001-0.1 at lr 3e-5 within 0.005 of each other,
+and β 1 0.04 away.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from raydaa.config.search_space import config_identity, search_rows
 from raydaa.report.comparisons import Records, RecordsFor, keys_of
 from raydaa.report.select import Row, group_by_variant, usable
 
 TOLERANCE = 1e-4
 EXACT = 1e-9
+SEED_SHARE = 0.1
+"""Configurations whose models differ by less than this share of what retraining one
+configuration with another seed changes (its seed distance) are one model for every
+comparison the report makes: the β that separates them is below the training noise."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,9 @@ class CollapsedGroup:
     kl: float
     """Of the first trial (the smallest β)."""
     evidence: str
-    """"probe_logp" or "quality and KL" (the fallback)."""
+    """"probe_logp" (the same model to 1e-4), "probe_logp within 0.1 x the seed distance D"
+    (closer than retraining with another seed puts them), or "quality and KL" (the
+    fallback without probes)."""
 
 
 def probe_of(row: Row, records: Records) -> dict[tuple[str, int], float] | None:
@@ -61,14 +77,37 @@ def probe_of(row: Row, records: Records) -> dict[tuple[str, int], float] | None:
     return probe or None
 
 
-def same_probe(p: dict, q: dict, tolerance: float = TOLERANCE) -> bool:
-    """Same probe keys, and max |Δ| / (1 + max |value|) <= tolerance."""
+def probe_distance(p: dict, q: dict) -> float | None:
+    """max |Δ| / (1 + max |value|) over the probe keys; None when the keys differ."""
     if p.keys() != q.keys():
-        return False
+        return None
     keys = sorted(p)
     a, b = np.array([p[k] for k in keys]), np.array([q[k] for k in keys])
     scale = 1.0 + max(np.abs(a).max(), np.abs(b).max())
-    return bool(np.abs(a - b).max() / scale <= tolerance)
+    return float(np.abs(a - b).max() / scale)
+
+
+def same_probe(p: dict, q: dict, tolerance: float = TOLERANCE) -> bool:
+    """Same probe keys, and max |Δ| / (1 + max |value|) <= tolerance."""
+    distance = probe_distance(p, q)
+    return distance is not None and distance <= tolerance
+
+
+def seed_noise(group: list[Row], records: Records) -> float | None:
+    """The smallest probe distance between two seeds of one configuration of a variant:
+    how far apart retraining alone puts two models (None without two seeds' probes)."""
+    by_config: dict[tuple, list[dict]] = defaultdict(list)
+    for row in group:
+        if usable(row) and (probe := probe_of(row, records)) is not None:
+            by_config[config_identity(row)].append(probe)
+    distances = [
+        d
+        for probes in by_config.values()
+        for i, p in enumerate(probes)
+        for q in probes[i + 1 :]
+        if (d := probe_distance(p, q)) is not None
+    ]
+    return min(distances) if distances else None
 
 
 def _number(value) -> float:
@@ -95,8 +134,11 @@ def collapsed_groups(
     records = records_for if isinstance(records_for, Records) else Records(records_for)
     out = []
     for name, group in group_by_variant(rows).items():
+        noise = seed_noise(group, records)
+        within_seeds = SEED_SHARE * noise if noise is not None else 0.0
+        # each configuration once (its search seed): replicates are not configurations
         candidates = sorted(
-            (r for r in group if usable(r)),
+            (r for r in search_rows(group) if usable(r)),
             key=lambda r: (_number(r.get("beta")), _number(r.get("lr")), str(r["trial_id"])),
         )
         clusters: list[dict] = []  # first row, its probe, members, how they matched
@@ -104,8 +146,12 @@ def collapsed_groups(
             probe = probe_of(row, records)
             for cluster in clusters:
                 both = probe is not None and cluster["probe"] is not None
-                if both and same_probe(probe, cluster["probe"], tolerance):
+                distance = probe_distance(probe, cluster["probe"]) if both else None
+                if distance is not None and distance <= max(tolerance, within_seeds):
                     cluster["members"].append(row)
+                    if distance > tolerance:
+                        cluster["evidence"] = (f"probe_logp within {SEED_SHARE:g} x the seed "
+                                               f"distance {noise:.3g}")  # fmt: skip
                     break
                 if not both and same_metrics(row, cluster["first"], exact):
                     cluster["members"].append(row)

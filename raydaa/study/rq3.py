@@ -80,9 +80,11 @@ def joint_front(analysis: Analysis) -> dict[str, tuple[int, int]]:
     }
 
 
-def _difference(c) -> str:
-    r = c.result
-    return f"{r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}], Holm p {c.p_holm:.3g}"
+def _difference(c, flip: bool = False) -> str:
+    """A − B with its interval and Holm p; `flip`: B − A (the winner first)."""
+    r, sign = c.result, -1.0 if flip else 1.0
+    low, high = sorted((sign * r.low, sign * r.high))
+    return f"{sign * r.difference:+.3f} [{low:+.3f}, {high:+.3f}], Holm p {c.p_holm:.3g}"
 
 
 def verdicts(paired: PairedAnalysis) -> list[str]:
@@ -105,8 +107,8 @@ def verdicts(paired: PairedAnalysis) -> list[str]:
     ]  # fmt: skip
     for c in real:
         winner, loser = (c.a, c.b) if c.verdict == "A better" else (c.b, c.a)
-        lines.append(f"- **{winner} better than {loser}**: A − B = {_difference(c)} "
-                     f"(A = {c.a}).")  # fmt: skip
+        lines.append(f"- **{winner} better than {loser}**: {winner} − {loser} = "
+                     f"{_difference(c, flip=winner != c.a)}.")  # fmt: skip
     made_kinds = [c for c in paired.kinds if c.result is not None]
     # the overall test has no budget (NaN); the others are at matched KL
     overall = next((c for c in made_kinds if math.isnan(c.budget)), None)
