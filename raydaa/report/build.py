@@ -120,10 +120,11 @@ def _paired_section(paired: PairedAnalysis) -> list[str]:
     out += ["### Collapsed configurations", ""]
     out += (
         [
-            "Trials of one method that trained the same model (equal probe log-probs, or "
-            "equal quality and KL without records): small β at one lr (paper Theorem 3.6, "
-            "with Adam's invariance to the loss's scale). Each group is one point, spanning "
-            "its β range. CSV: [collapsed.csv](collapsed.csv).",
+            "Trials of one method that trained the same model: equal probe log-probs (to "
+            "1e-4), or closer than a tenth of what another training seed changes (where the "
+            "method has seed replicates), or equal quality and KL without records; small β "
+            "at one lr (paper Theorem 3.6, with Adam's invariance to the loss's scale). Each "
+            "group is one point, spanning its β range. CSV: [collapsed.csv](collapsed.csv).",
             "",
             tables.collapsed_markdown(paired),
         ]
