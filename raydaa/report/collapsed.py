@@ -93,12 +93,13 @@ def same_probe(p: dict, q: dict, tolerance: float = TOLERANCE) -> bool:
     return distance is not None and distance <= tolerance
 
 
-def seed_noise(group: list[Row], records: Records) -> float | None:
+def seed_noise(group: list[Row], probes: dict[str, dict | None]) -> float | None:
     """The smallest probe distance between two seeds of one configuration of a variant:
-    how far apart retraining alone puts two models (None without two seeds' probes)."""
+    how far apart retraining alone puts two models (None without two seeds' probes).
+    `probes`: trial id -> its probe, for the group's usable rows."""
     by_config: dict[tuple, list[dict]] = defaultdict(list)
     for row in group:
-        if usable(row) and (probe := probe_of(row, records)) is not None:
+        if (probe := probes.get(str(row["trial_id"]))) is not None:
             by_config[config_identity(row)].append(probe)
     distances = [
         d
@@ -134,7 +135,9 @@ def collapsed_groups(
     records = records_for if isinstance(records_for, Records) else Records(records_for)
     out = []
     for name, group in group_by_variant(rows).items():
-        noise = seed_noise(group, records)
+        # each usable trial's probe, built once: the seed noise and the grouping read it
+        probes = {str(r["trial_id"]): probe_of(r, records) for r in group if usable(r)}
+        noise = seed_noise(group, probes)
         within_seeds = SEED_SHARE * noise if noise is not None else 0.0
         # each configuration once (its search seed): replicates are not configurations
         candidates = sorted(
@@ -143,7 +146,7 @@ def collapsed_groups(
         )
         clusters: list[dict] = []  # first row, its probe, members, how they matched
         for row in candidates:
-            probe = probe_of(row, records)
+            probe = probes[str(row["trial_id"])]
             for cluster in clusters:
                 both = probe is not None and cluster["probe"] is not None
                 distance = probe_distance(probe, cluster["probe"]) if both else None
