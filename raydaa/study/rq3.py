@@ -95,7 +95,7 @@ def verdicts(paired: PairedAnalysis) -> list[str]:
         why = paired.pairs[0].reason if paired.pairs else "fewer than two methods"
         return [f"No paired comparison could be made ({why}).", ""]
     real = [c for c in made if c.verdict in ("A better", "B better")]
-    blur = [c for c in made if c.verdict not in ("A better", "B better")]
+    blur = [c for c in made if c not in real]
     lines = [
         f"Of the {len(made)} pair{'s' * (len(made) != 1)} of best configurations, "
         f"{len(real)} differ at 5% after "
