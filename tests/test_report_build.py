@@ -40,8 +40,8 @@ from raydaa.report.build import build_report
 
 NAN = math.nan
 FIGURES = ("pareto_methods", "pareto_kinds", "beta_sensitivity")
-TABLES = ("summary", "best_configs", "fronts", "correlations", "failures", "comparisons",
-          "matched_kl", "collapsed")  # fmt: skip
+TABLES = ("summary", "best_configs", "fronts", "correlations", "failures", "pruned",
+          "comparisons", "matched_kl", "collapsed")  # fmt: skip
 
 ROWS = [
     # trial, method, beta, lr, status, quality, kl

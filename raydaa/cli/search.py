@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from raydaa.cli.options import add_location_options, data_ready, scenario_or_exit
+from raydaa.cli.optuna_options import add_optuna_options, check_optuna_options
 from raydaa.cli.values import positive_int
 from raydaa.io.ray_connection import connect_ray
 from raydaa.io.storage import join as storage_join
@@ -34,9 +35,6 @@ def search_main(argv: list[str] | None = None) -> int:
         help="two_stage, or a single-stage setup: base_init, sft_init, sft_init_align_only",
     )
     parser.add_argument(
-        "--multi-objective", action="store_true", help="Optuna on (quality max, KL min)"
-    )
-    parser.add_argument(
         "--optuna-storage", default=None, help="Optuna DB URL (default: SQLite in the results dir)"
     )
     parser.add_argument(
@@ -59,7 +57,15 @@ def search_main(argv: list[str] | None = None) -> int:
         "--replicate-top", type=positive_int, default=1, metavar="K",
         help="with --replicates: how many of the best configurations (default: %(default)s)",
     )  # fmt: skip
+    add_optuna_options(parser)
+    parser.add_argument(
+        "--scheduler", default="none", choices=("asha", "hyperband", "none"),
+        help="stop weak trials early on their intermediate evaluations (Ray Tune's ASHA or "
+        "HyperBand on quality; needs the scenario's intermediate_eval.eval_every); "
+        "default: %(default)s",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    check_optuna_options(parser, args)
     if args.num_trials is not None and args.num_trials < 1:
         parser.error("--num-trials must be >= 1")
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
@@ -68,6 +74,10 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error("--replicates replicates two-stage configurations; drop --setup "
                      f"{args.setup} or run the replicates after a two-stage sweep")  # fmt: skip
     scenario = scenario_or_exit(parser, args.scenario)
+    from raydaa.sweep.schedulers import scheduler_problem
+
+    if problem := scheduler_problem(args.scheduler, scenario):  # before Ray starts
+        parser.error(problem)
     from raydaa.config.loading import ConfigError
     from raydaa.config.search_space import load_method_space
     from raydaa.io.storage import resolve
@@ -89,6 +99,7 @@ def search_main(argv: list[str] | None = None) -> int:
         return 2
     dashboard = connect_ray(args.address)
     from raydaa.sweep.report_refresh import ReportRefreshCallback
+    from raydaa.sweep.schedulers import SchedulerError
     from raydaa.sweep.search import SearchSettings, run_search
 
     results = resolve(args.results)
@@ -102,16 +113,21 @@ def search_main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 setup=args.setup,
                 multi_objective=args.multi_objective,
+                space=args.space,
+                sampler=args.sampler,
+                objective=args.objective,
+                warm_start=args.warm_start,
                 results=args.results,
                 optuna_storage=args.optuna_storage,
                 storage=args.storage,
                 resume=args.resume,
                 max_concurrent_trials=args.max_concurrent_trials,
+                scheduler=args.scheduler,
             ),
             # the sweep keeps <results>/<scenario>/report/ current as trials finish
             callbacks=[ReportRefreshCallback(results, scenario.name)],
         )
-    except DataValidationError as err:  # the data is checked before stage 1
+    except (DataValidationError, SchedulerError) as err:  # before the trials start
         print(f"raydaa search: {err}", file=sys.stderr)
         return 2
     interrupted = where.pop("interrupted")
@@ -127,7 +143,7 @@ def search_main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 130
-    print_next_steps(results, scenario.name, space, where, dashboard)
+    print_next_steps(results, scenario.name, space, where, dashboard, kind=args.space)
     if args.replicates is None:
         return 0
     return search_replicates(args, argv)
@@ -150,18 +166,23 @@ def search_replicates(args, argv: list[str] | None) -> int:
                      command="search")  # fmt: skip
 
 
-def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None) -> None:
+def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None,
+                     kind: str = "grid") -> None:
     """What a user wants after a sweep: its best configuration, the report, the dashboards.
     The best is among this sweep's space only (the store may hold the method's other
-    setups: single-stage rows beside two-stage ones)."""
+    setups: single-stage rows beside two-stage ones); `kind` continuous: the box the grid
+    spans (an Optuna --space continuous sweep)."""
+    from raydaa.config.optuna_space import in_space
     from raydaa.config.search_space import search_rows
     from raydaa.report.build import default_out
     from raydaa.report.select import ReportError, best_row, load_rows
     from raydaa.study.runner import same_config
 
     method, grid = space.method, space.grid()
+    box = space.optuna_space(kind) if kind == "continuous" else None
     try:
-        rows = [r for r in load_rows(results, scenario) if any(same_config(r, c) for c in grid)]
+        rows = [r for r in load_rows(results, scenario) if any(same_config(r, c) for c in grid)
+                or box is not None and in_space(r, space.fixed(), box)]
     except ReportError:  # no row in the store at all
         rows = []
     rows = search_rows(rows)  # a configuration's seed replicates do not compete for best

@@ -17,7 +17,14 @@ import yaml
 
 from raydaa.config import space_folders
 from raydaa.config.defaults import DEFAULT_BATCH_TOKENS
-from raydaa.config.evaluation import GenerationConfig, JudgeConfig, resolve_judge_paths
+from raydaa.config.early_stopping import EarlyStoppingConfig
+from raydaa.config.evaluation import (
+    PAIRWISE_JUDGES,
+    GenerationConfig,
+    IntermediateEvalConfig,
+    JudgeConfig,
+    resolve_judge_paths,
+)
 from raydaa.config.grids import check_grids
 from raydaa.config.loading import ConfigError, build
 from raydaa.config.rules import (
@@ -244,6 +251,11 @@ class Scenario:
     """Quality judge (paper §4.2, A.3); every shipped scenario sets it."""
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     """Start-up and stall bounds of every run (README "When something hangs")."""
+    intermediate_eval: IntermediateEvalConfig = field(default_factory=IntermediateEvalConfig)
+    """Evaluations of each trial's current policy while it trains (off unless eval_every
+    is set); what `raydaa search --scheduler` stops trials on."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """ASHA / HyperBand settings of `raydaa search --scheduler asha|hyperband`."""
     grids: dict[str, dict] = field(default_factory=dict)
     """The scenario's own grids per method ({dpo: {betas: [...], lrs: [...]}}, single-stage
     setups under `setups.<setup>`), with the keys of a method file's `scenarios.<name>`
@@ -277,6 +289,34 @@ class Scenario:
                 f"judge.num_prompts ({self.judge.num_prompts}) exceeds the validation prompts "
                 f"generated (generation.num_prompts = {self.generation.num_prompts})"
             )
+        self._check_intermediate_eval()
+
+    def _check_intermediate_eval(self) -> None:
+        """Intermediate evaluations measure on the final evaluation's yardstick, so they
+        need its pairwise judge and sampling, and a subset within its prompts."""
+        every, subset = self.intermediate_eval.eval_every, self.intermediate_eval.eval_subset_prompts
+        if every is None:
+            return
+        if self.judge is None or self.generation is None:
+            raise ValueError(
+                "intermediate_eval.eval_every needs the scenario's judge and generation sections "
+                "(intermediate evaluations use the final evaluation's yardstick)"
+            )
+        if self.judge.type not in PAIRWISE_JUDGES:
+            raise ValueError(
+                f"intermediate_eval.eval_every needs a pairwise judge (judge.type one of "
+                f"{list(PAIRWISE_JUDGES)}); judge.type {self.judge.type} is a benchmark scored "
+                "after training, outside raydaa"
+            )
+        limits = {"generation.num_prompts": self.generation.num_prompts}
+        if self.judge.prompts is None:
+            limits["judge.num_prompts"] = self.judge.num_prompts
+        for key, limit in limits.items():
+            if limit is not None and subset > limit:
+                raise ValueError(
+                    f"intermediate_eval.eval_subset_prompts ({subset}) exceeds {key} ({limit}): "
+                    "the subset is the first prompts of the final evaluation's"
+                )
 
 
 def available_scenarios(root: Path | None = None) -> list[str]:

@@ -12,7 +12,8 @@ A per-scenario block replaces any key of the space (`lrs: [...]`) or extends the
 with `extra_betas` (Appendix A.2.2's extreme points); a scenario's own `grids.<method>`
 (same keys) wins over that block. Every grid is the product of its
 lists, so `grid()` (Ray Tune grid search) and `optuna_space()` (categorical over the same
-values, for Ray Tune's OptunaSearch) explore exactly the same set of configurations.
+values, for Ray Tune's OptunaSearch) explore exactly the same set of configurations;
+`optuna_space("continuous")` searches the box the grid spans (raydaa.config.optuna_space).
 """
 
 from __future__ import annotations
@@ -210,15 +211,16 @@ class MethodSpace:
 
     # -- Ray Tune -------------------------------------------------------------------------
 
-    def optuna_space(self) -> dict[str, Any]:
-        """Optuna distributions for `ray.tune.search.optuna.OptunaSearch(space, ...)`: a
-        categorical over each searched key's values, so Optuna samples from the grid's own
-        set. The fixed keys (`fixed()`) go into the Tuner's `param_space`, which Tune
-        merges with every suggestion. A dict space (unlike define-by-run) also accepts
-        `points_to_evaluate` / `evaluated_rewards` for warm starts."""
-        from optuna.distributions import CategoricalDistribution
+    def optuna_space(self, kind: str = "grid") -> dict[str, Any]:
+        """Optuna distributions for `ray.tune.search.optuna.OptunaSearch(space, ...)`.
+        kind "grid": a categorical over each searched key's values, so Optuna samples from
+        the grid's own set; "continuous": log-uniform β, lr (and λ where the grid has
+        several) within the grid's bounds (raydaa.config.optuna_space). The fixed keys
+        (`fixed()`) go into the Tuner's `param_space`, which Tune merges with every
+        suggestion."""
+        from raydaa.config.optuna_space import distributions
 
-        return {key: CategoricalDistribution(values) for key, values in self.searched.items()}
+        return distributions(self.searched, kind)
 
     def optuna_define_by_run(self):
         """The same space as an Optuna define-by-run function: it suggests the searched keys

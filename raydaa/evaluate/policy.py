@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from raydaa.evaluate.benchmarks_export import (
     export_benchmarks,
     generator_name,
 )
-from raydaa.evaluate.generation import render_prompts, sample
-from raydaa.evaluate.judges import build_judge, win_rate
+from raydaa.evaluate.generation import Samples, render_prompts, sample
+from raydaa.evaluate.judges import Judge, build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates, kl_per_prompt
+from raydaa.evaluate.records import prompt_records
 from raydaa.io import storage
 from raydaa.train.metrics import peak_rss_mib
 
@@ -108,10 +110,12 @@ def judged_rows(judge) -> list[dict]:
 
 
 def judged_baselines(scenario, reference_path, tokenizer, rows, ids, all_ids) -> list[str]:
-    """The baseline answer per judged prompt (`judge.baseline`)."""
+    """The baseline answer per judged prompt (`judge.baseline`). `ids` are the first
+    prompts of `all_ids`, every prompt of the set they come from (every validation
+    prompt, or every judged prompt): the reference policy's answers are sampled and cached
+    for the whole set once, and a subset takes the first of them."""
     baseline = scenario.judge.baseline
     if baseline == "sft_policy":
-        # on the validation prompts, the cache holds all of them (KL samples them all)
         texts = baseline_answers(scenario, reference_path, tokenizer, all_ids or ids)
         return texts[: len(ids)]
     if baseline == "chosen":
@@ -121,26 +125,42 @@ def judged_baselines(scenario, reference_path, tokenizer, rows, ids, all_ids) ->
     raise ValueError(f"judge baseline {baseline!r} is not a pairwise judge's baseline")
 
 
-def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str, Any]:
-    """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
-    KL(π ‖ π_ref). Judge statistics (e.g. judge_unparseable) and benchmark export paths
-    are added beside the fixed keys, and so are the sampling throughput
-    (`sampling_tokens_per_s`: new tokens of the policy's validation samples per second of
-    `generate`) and this process's peak memory (`eval_peak_rss_mib`; `eval_peak_gpu_mib`
-    where CUDA is there). Models load in `eval_dtype(scenario)`; every scoring and
-    sampling batch holds at most `resources.batch_tokens` tokens.
+@dataclass
+class EvaluationSet:
+    """The yardstick a policy is measured on, everything but the policy: the prompts
+    (KL is measured on them), the judge, the prompts it judges and their baseline answers.
+    Built once (`evaluation_set`) and used for any number of policies."""
 
-    `"records"` holds the per-prompt records behind those numbers: one dict per prompt
-    with the columns of raydaa.io.prompt_records.RECORDS_SCHEMA (`prompt_records`). It is
-    the one value that is not a scalar metric: take it out before reporting to Tune."""
+    tokenizer: Any
+    prompts: list
+    """Validation prompts (strings or message lists): each gets a policy sample and its KL."""
+    prompt_ids: list[list[int]]
+    judge: Judge | None
+    """None for a benchmark scenario (its score comes from the benchmark's export)."""
+    judged: list[dict]
+    """The judged rows ({"prompt", ...}): the first validation rows, or `judge.prompts`'."""
+    judged_ids: list[list[int]]
+    on_validation: bool
+    """The judged prompts are the first validation prompts (their samples are reused)."""
+    baselines: list[str]
+    """The baseline answer per judged prompt (`judge.baseline`)."""
+    baseline_ids: list[list[int]]
+    """The baseline answers as the policy would emit them: the probe that tells whether two
+    trials trained the same model."""
+    benchmarks: list[str]
+
+
+def evaluation_set(scenario, reference_path: str, *, limit: int | None = None) -> EvaluationSet:
+    """The scenario's yardstick; `limit`: only the first `limit` validation prompts and
+    the first `limit` judged prompts (an intermediate evaluation's subset). The baseline
+    answers of a subset are the first ones of the full set's (one cache, one sample of
+    the reference policy per scenario), so a subset is judged exactly as the full set is.
+    Configuration errors (benchmark prompt files, the judge's endpoint) are raised here,
+    before any sampling."""
     from raydaa.config.evaluation import BENCHMARKS
     from raydaa.data.preflight import validation_set
     from raydaa.data.tokenize import load_tokenizer
 
-    start = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()  # this evaluation's peak, not the process's
-    budget = scenario.resources.batch_tokens
     config = scenario.judge
     benchmarks = [b for b in (config.type, *config.extra_benchmarks) if b in BENCHMARKS]
     for benchmark in benchmarks:  # configuration errors before any sampling
@@ -150,77 +170,112 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
     tokenizer = load_tokenizer(scenario)
     validation = validation_set(scenario)  # data.format auto: the format is the data's
     rows, conversational = validation.rows, validation.conversational
-    prompts = [r["prompt"] for r in rows]
-    prompt_ids = render_prompts(prompts, tokenizer, conversational)
+    all_ids = render_prompts([r["prompt"] for r in rows], tokenizer, conversational)
+    rows, prompt_ids = rows[:limit], all_ids[:limit]
+    judged, judged_ids, baselines, baseline_ids = [], [], [], []
     if judge is not None:
         if config.prompts is None:  # the validation prompts, where KL is measured too
             judged = rows[: config.num_prompts or len(rows)]
             judged_ids = prompt_ids[: len(judged)]
+            every_id = all_ids  # the baseline cache holds every validation prompt
         else:
-            judged = judged_rows(config)
-            judged_ids = render_prompts([r["prompt"] for r in judged], tokenizer, conversational)
-        all_ids = prompt_ids if config.prompts is None else None
-        baselines = judged_baselines(
-            scenario, reference_path, tokenizer, judged, judged_ids, all_ids
-        )
-        # the baseline answers as the policy would emit them: the probe that tells
-        # whether two trials trained the same model
+            every_row = judged_rows(config)
+            every_id = render_prompts([r["prompt"] for r in every_row], tokenizer, conversational)
+            judged, judged_ids = every_row[:limit], every_id[:limit]
+        baselines = judged_baselines(scenario, reference_path, tokenizer, judged, judged_ids,
+                                     every_id)
         baseline_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in baselines]
-
-    policy = eval_model(policy_path, scenario)
-    samples = sample(
-        policy, tokenizer, prompt_ids, scenario.generation, seed=scenario.seed, batch_tokens=budget
+    return EvaluationSet(
+        tokenizer=tokenizer,
+        prompts=[r["prompt"] for r in rows],
+        prompt_ids=prompt_ids,
+        judge=judge,
+        judged=judged,
+        judged_ids=judged_ids,
+        on_validation=config.prompts is None,
+        baselines=baselines,
+        baseline_ids=baseline_ids,
+        benchmarks=benchmarks,
     )
-    pad = tokenizer.pad_token_id
-    pi = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad, budget)
-    judge_samples = None
-    if judge is not None:
-        if config.prompts is None:
-            answers = samples.texts[: len(judged)]
+
+
+@dataclass
+class PolicySide:
+    """What a policy contributes to its evaluation, measured while it is loaded: its
+    samples and their log-probs, its answers to the judged prompts and the probe."""
+
+    samples: Samples
+    logps: torch.Tensor
+    """(N,) float64: log π(y|x) of each validation sample."""
+    answers: list[str]
+    judge_samples: Samples | None
+    """The samples on the judge's own prompts (when they are not the validation prompts)."""
+    probe: list[float]
+    outcomes: list
+    """Benchmark exports (a benchmark scenario's evaluation)."""
+
+
+def measure_policy(policy, ev: EvaluationSet, scenario, *, benchmarks_dir: Path | None = None,
+                   generator: str | None = None) -> PolicySide:
+    """Sample `policy` (a loaded model: from a checkpoint, or a training engine's module)
+    on the evaluation prompts and score what the yardstick needs from it; with
+    `benchmarks_dir`, also the benchmarks' exports (`generator`: their model name)."""
+    budget = scenario.resources.batch_tokens
+    pad = ev.tokenizer.pad_token_id
+    samples = sample(policy, ev.tokenizer, ev.prompt_ids, scenario.generation,
+                     seed=scenario.seed, batch_tokens=budget)
+    logps = completion_logps(policy, samples.prompt_ids, samples.completion_ids, pad, budget)
+    answers, judge_samples, probe = [], None, []
+    if ev.judge is not None:
+        if ev.on_validation:
+            answers = samples.texts[: len(ev.judged)]
         else:
-            judge_samples = sample(
-                policy,
-                tokenizer,
-                judged_ids,
-                scenario.generation,
-                seed=scenario.seed,
-                batch_tokens=budget,
-            )
+            judge_samples = sample(policy, ev.tokenizer, ev.judged_ids, scenario.generation,
+                                   seed=scenario.seed, batch_tokens=budget)
             answers = judge_samples.texts
-        probe = completion_logps(policy, judged_ids, baseline_ids, pad, budget).tolist()
+        probe = completion_logps(policy, ev.judged_ids, ev.baseline_ids, pad, budget).tolist()
     outcomes = []
-    if benchmarks:
-        out_dir = Path(policy_path).parent / "benchmarks"
-        name = generator_name(scenario, policy_path)
-        outcomes = export_benchmarks(policy, tokenizer, scenario, benchmarks, out_dir, name)
+    if ev.benchmarks and benchmarks_dir is not None:
+        outcomes = export_benchmarks(policy, ev.tokenizer, scenario, ev.benchmarks,
+                                     benchmarks_dir, generator)
         for outcome in outcomes:
             print(outcome.note, flush=True)
-    del policy
-    reference = eval_model(reference_path, scenario)
-    ref = completion_logps(reference, samples.prompt_ids, samples.completion_ids, pad, budget)
-    del reference
-    kl = kl_estimates(pi, ref)
+    return PolicySide(samples, logps, answers, judge_samples, probe, outcomes)
 
+
+def reference_logps(reference, side: PolicySide, ev: EvaluationSet, scenario) -> torch.Tensor:
+    """(N,) float64: log π_ref(y|x) of the policy's validation samples."""
+    return completion_logps(reference, side.samples.prompt_ids, side.samples.completion_ids,
+                            ev.tokenizer.pad_token_id, scenario.resources.batch_tokens)
+
+
+def score(ev: EvaluationSet, side: PolicySide, ref_logps: torch.Tensor, scenario) -> dict[str, Any]:
+    """Quality (judge win rate vs the baseline answers, or the benchmark's score), KL(π ‖
+    π_ref) (k1 and k3 with 95% intervals), and "records": the per-prompt records."""
+    kl = kl_estimates(side.logps, ref_logps)
     judged_columns = []
-    if judge is not None:
-        verdicts = judge.compare([r["prompt"] for r in judged], answers, baselines)
+    if ev.judge is not None:
+        prompts = [r["prompt"] for r in ev.judged]
+        verdicts = ev.judge.compare(prompts, side.answers, ev.baselines)
         wins = win_rate(verdicts)
         quality = {"quality": wins.mean, "quality_low": wins.low, "quality_high": wins.high}
-        quality |= getattr(judge, "stats", {})
+        quality |= getattr(ev.judge, "stats", {})
         judged_columns = [
             {"baseline_text": text, "baseline_tokens": len(ids), "verdict": v, "probe_logp": p}
-            for text, ids, v, p in zip(baselines, baseline_ids, verdicts, probe, strict=True)
+            for text, ids, v, p in zip(ev.baselines, ev.baseline_ids, verdicts, side.probe,
+                                       strict=True)
         ]
     else:
-        quality = benchmark_metrics(outcomes, config.type)
+        quality = benchmark_metrics(side.outcomes, scenario.judge.type)
     records = prompt_records(
-        prompts,
-        samples,
-        kl_per_prompt(pi, ref),
+        ev.prompts,
+        side.samples,
+        kl_per_prompt(side.logps, ref_logps),
         judged_columns,
-        judge_prompts=None if judge_samples is None else [r["prompt"] for r in judged],
-        judge_samples=judge_samples,
+        judge_prompts=None if side.judge_samples is None else [r["prompt"] for r in ev.judged],
+        judge_samples=side.judge_samples,
     )
+    completions = side.samples.completion_ids
     return quality | {
         "kl": kl["k1"].mean,
         "kl_low": kl["k1"].low,
@@ -228,63 +283,40 @@ def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str
         "kl_k3": kl["k3"].mean,
         "kl_k3_low": kl["k3"].low,
         "kl_k3_high": kl["k3"].high,
-        "eval_prompts": len(prompts),
-        "mean_completion_tokens": sum(map(len, samples.completion_ids))
-        / len(samples.completion_ids),
-        "eval_seconds": time.perf_counter() - start,
-    } | resource_metrics(samples) | {"records": records}
+        "eval_prompts": len(ev.prompts),
+        "mean_completion_tokens": sum(map(len, completions)) / len(completions),
+        "records": records,
+    }
 
 
-NOT_JUDGED = {
-    "baseline_text": None,
-    "baseline_tokens": None,
-    "verdict": math.nan,
-    "probe_logp": math.nan,
-}
-"""The judge columns of a prompt the judge did not see (a benchmark scenario's, or past
-`judge.num_prompts`)."""
+def evaluate_policy(policy_path: str, reference_path: str, scenario) -> dict[str, Any]:
+    """Quality (judge win rate vs the baseline answers, or the benchmark's score) and
+    KL(π ‖ π_ref) of the checkpoint at `policy_path`. Judge statistics (e.g.
+    judge_unparseable) and benchmark export paths are added beside the fixed keys, and so
+    are the sampling throughput (`sampling_tokens_per_s`: new tokens of the policy's
+    validation samples per second of `generate`) and this process's peak memory
+    (`eval_peak_rss_mib`; `eval_peak_gpu_mib` where CUDA is there). Models load in
+    `eval_dtype(scenario)`, one at a time (the policy is released before the reference
+    loads); every scoring and sampling batch holds at most `resources.batch_tokens` tokens.
 
-
-def prompt_records(
-    prompts: list,
-    samples,
-    kl: dict[str, torch.Tensor],
-    judged: list[dict],
-    *,
-    judge_prompts: list | None = None,
-    judge_samples=None,
-) -> list[dict]:
-    """One record per evaluation prompt (RECORDS_SCHEMA): every validation prompt with the
-    policy's sample and its per-prompt KL (`kl`: "k1", "k3" tensors in prompt order);
-    `judged` holds the judge's columns (baseline, verdict, probe) per judged prompt, the
-    first validation prompts, or, when the judge has its own prompt set (`judge_prompts`,
-    answered by `judge_samples`), rows of source "judge" with no KL."""
-    on_validation = judge_prompts is None
-    records = []
-    for i, prompt in enumerate(prompts):
-        records.append(
-            {"prompt_id": i, "source": "validation", "prompt": prompt_json(prompt)}
-            | policy_columns(samples, i)
-            | {"kl_k1": float(kl["k1"][i]), "kl_k3": float(kl["k3"][i])}
-            | (judged[i] if on_validation and i < len(judged) else NOT_JUDGED)
-        )
-    for j, prompt in enumerate(judge_prompts or []):
-        records.append(
-            {"prompt_id": j, "source": "judge", "prompt": prompt_json(prompt)}
-            | policy_columns(judge_samples, j)
-            | {"kl_k1": math.nan, "kl_k3": math.nan}
-            | judged[j]
-        )
-    return records
-
-
-def prompt_json(prompt) -> str:
-    """A prompt (a string or a list of chat messages) as JSON text."""
-    return json.dumps(prompt, ensure_ascii=False)
-
-
-def policy_columns(samples, i: int) -> dict[str, Any]:
-    return {"policy_text": samples.texts[i], "policy_tokens": len(samples.completion_ids[i])}
+    `"records"` holds the per-prompt records behind those numbers: one dict per prompt
+    with the columns of raydaa.io.prompt_records.RECORDS_SCHEMA (`prompt_records`). It is
+    the one value that is not a scalar metric: take it out before reporting to Tune."""
+    start = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # this evaluation's peak, not the process's
+    ev = evaluation_set(scenario, reference_path)
+    policy = eval_model(policy_path, scenario)
+    side = measure_policy(policy, ev, scenario, benchmarks_dir=Path(policy_path).parent / "benchmarks",
+                          generator=generator_name(scenario, policy_path))
+    del policy
+    reference = eval_model(reference_path, scenario)
+    ref = reference_logps(reference, side, ev, scenario)
+    del reference
+    metrics = score(ev, side, ref, scenario)
+    records = metrics.pop("records")
+    return metrics | {"eval_seconds": time.perf_counter() - start} | resource_metrics(
+        side.samples) | {"records": records}
 
 
 def resource_metrics(samples) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""The results store: one row per trial, finished, failed or diverged (DESIGN.md contract).
+"""The results store: one row per trial, finished, failed, diverged or pruned (DESIGN.md
+contract).
 
 Each trial's row is its own small Parquet file under `<results>/<scenario>/store/<method>/`,
 written to a temporary name and renamed (a directory, also NFS) or uploaded as one object
@@ -33,7 +34,7 @@ SCHEMA = pa.schema(
         ("lr", pa.float64()),
         ("epochs", pa.int64()),
         ("seed", pa.int64()),
-        ("status", pa.string()),  # finished | failed | diverged
+        ("status", pa.string()),  # finished | failed | diverged | pruned
         ("error", pa.string()),
         ("quality", pa.float64()),
         ("quality_low", pa.float64()),
@@ -42,6 +43,10 @@ SCHEMA = pa.schema(
         ("kl_low", pa.float64()),
         ("kl_high", pa.float64()),
         ("kl_k3", pa.float64()),
+        # Where quality and KL were measured: the policy of step `eval_step` (the run's
+        # last; a pruned trial's last intermediate evaluation) on `eval_prompts` prompts.
+        ("eval_step", pa.int64()),
+        ("eval_prompts", pa.int64()),
         ("final_loss", pa.float64()),
         ("reward_accuracy", pa.float64()),
         ("diverged_step", pa.int64()),

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from raydaa.report.pareto import pareto_mask
+from raydaa.config.search_space import search_rows
+from raydaa.report.pareto import hypervolume, pareto_mask
 from raydaa.report.select import (
     KINDS,
     Row,
@@ -56,12 +57,16 @@ class VariantReport:
     on_kind_front: list[bool]
     """Per point: on the pooled pairwise / pointwise front (two-stage variants only)."""
     correlation: Correlation
+    hypervolume: float = math.nan
+    """Area its front of finished search rows dominates, from Analysis.hv_reference."""
 
 
 @dataclass
 class Analysis:
     variants: list[VariantReport]
     counts: dict[str, int]
+    hv_reference: tuple[float, float] = (math.nan, math.nan)
+    """(quality, KL) the hypervolumes are measured from (`hv_reference`)."""
 
     def ranked_best(self) -> list[float]:
         """Distinct best qualities, highest first (for the bold / underline marks)."""
@@ -87,8 +92,28 @@ def kl_beta_correlation(rows: list[Row], points: list[Row]) -> Correlation:
     return Correlation(rho, n, per_lr)
 
 
+def hv_reference(rows: list[Row]) -> tuple[float, float]:
+    """The hypervolume's reference point: quality 0 (a win rate's floor; lower if some
+    quality is below it) and 1.1 x the largest finite KL among the finished rows, of every
+    method, so each front's extreme point still adds an area. (NaN, NaN) without such a
+    row. Fixed by the rows, not by the method, so methods of one report compare."""
+    points = [(r["quality"], _kl(r)) for r in rows if usable(r) and math.isfinite(_kl(r))]
+    if not points:
+        return math.nan, math.nan
+    top = max(k for _, k in points)
+    return min(0.0, min(q for q, _ in points)), top + 0.1 * abs(top)
+
+
+def front_hypervolume(rows: list[Row], reference: tuple[float, float]) -> float:
+    """The hypervolume of a variant's finished search rows (every lr, not only the best per
+    β; a configuration's seed replicates excluded, as for "best")."""
+    done = [r for r in search_rows(rows) if usable(r)]
+    return hypervolume([r["quality"] for r in done], [_kl(r) for r in done], reference)
+
+
 def analyse(rows: list[Row]) -> Analysis:
     variants = []
+    reference = hv_reference(rows)
     for name, group in group_by_variant(rows).items():
         points = best_lr_per_beta(group)
         front = pareto_mask([p["quality"] for p in points], [_kl(p) for p in points])
@@ -103,6 +128,7 @@ def analyse(rows: list[Row]) -> Analysis:
                 on_front=[bool(f) for f in front],
                 on_kind_front=[False] * len(points),
                 correlation=kl_beta_correlation(group, points),
+                hypervolume=front_hypervolume(group, reference),
             )
         )
     # Pooled fronts (paper Figures 3 and 6): the two-stage variants' points of one kind.
@@ -114,7 +140,7 @@ def analyse(rows: list[Row]) -> Analysis:
         )
         for (v, i), on in zip(pooled, mask, strict=True):
             v.on_kind_front[i] = bool(on)
-    return Analysis(variants=variants, counts=status_counts(rows))
+    return Analysis(variants=variants, counts=status_counts(rows), hv_reference=reference)
 
 
 @dataclass

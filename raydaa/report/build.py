@@ -9,6 +9,8 @@ every file atomically:
     fronts.csv                 best-lr-per-β points with their front flags
     correlations.csv           Spearman ρ of KL against β
     failures.csv               failed / diverged trials with their reasons
+    pruned.csv                 trials a Tune scheduler stopped early, with their last
+                               intermediate evaluation
     comparisons.csv            paired differences of the best configs, pairwise vs pointwise
     matched_kl.csv             the same pairs at matched KL budgets
     collapsed.csv              β ranges of one method that trained the same model
@@ -134,6 +136,24 @@ def _paired_section(paired: PairedAnalysis) -> list[str]:
     return out
 
 
+def _hypervolume_section(analysis: Analysis) -> list[str]:
+    """Each method's front hypervolume, with the reference point it is measured from."""
+    q_ref, kl_ref = analysis.hv_reference
+    if not math.isfinite(kl_ref):
+        return ["No finished trial with a finite KL: no front hypervolume yet.", ""]
+    return [
+        "Front hypervolume per method: the area of the (quality ↑, KL ↓) plane that the "
+        "method's finished trials (every lr; seed replicates excluded) dominate, measured "
+        f"from the reference point quality {q_ref:g}, KL {kl_ref:.4g}. The reference KL is "
+        "1.1 × the largest finite KL of this report's finished trials (all methods), so every "
+        "method's most-KL point still counts; larger is better. Two sweeps compare by this "
+        "number when their reference points are equal (summary.csv: `front_hypervolume`, "
+        "`hv_ref_quality`, `hv_ref_kl`).",
+        "",
+        tables.hypervolume_markdown(analysis),
+    ]
+
+
 def render_markdown(
     analysis: Analysis,
     scenario: str,
@@ -147,14 +167,16 @@ def render_markdown(
         f"# raydaa report: scenario `{scenario}`",
         "",
         f"Built {built} from `{store}`: {c['total']} trials ({c['finished']} finished, "
-        f"{c['failed']} failed, {c['diverged']} diverged) of {len(analysis.variants)} "
+        f"{c['failed']} failed, {c['diverged']} diverged, {c['pruned']} pruned) of "
+        f"{len(analysis.variants)} "
         "method(s). Quality: the scenario judge's score (higher is better; win rate against the "
         "reference policy for the built-in judges). KL: KL(π ‖ π_ref) on the policy's own "
         "samples (k1). Brackets: 95% intervals. A `+sft` method is its single-stage variant "
         "(the SFT term in the loss).",
         "",
         "**Best** = the highest quality among finished trials; ties go to the lower KL, then "
-        "to the smaller trial id. Failed and diverged trials never compete and are listed below.",
+        "to the smaller trial id. Failed, diverged and pruned trials never compete and are "
+        "listed below.",
         "",
         "## Best quality per method (paper Table 2 form)",
         "",
@@ -184,6 +206,7 @@ def render_markdown(
         "Front points per method (all points: [fronts.csv](fronts.csv)):",
         "",
         tables.fronts_markdown(analysis),
+        *_hypervolume_section(analysis),
         "## β sensitivity (paper Figure 1 form)",
         "",
         "Quality against β (log scale), best lr per β, one line per method, 95% band.",
@@ -205,13 +228,20 @@ def render_markdown(
     out += [f"- {v.name}: {_trend(v.correlation.rho, v.correlation.n)}" for v in analysis.variants]
     if paired is not None:
         out += ["", *_paired_section(paired)]
-    failures = tables.failures_table(analysis)[1]
+    failures, pruned = tables.failures_table(analysis)[1], tables.pruned_table(analysis)[1]
     out += ["", "## Failed and diverged trials", ""]
     out += (
         [tables.failures_markdown(analysis), "CSV: [failures.csv](failures.csv)."]
         if failures
-        else ["None: every trial finished with a quality."]
+        else ["None: every trial finished with a quality."] if not pruned
+        else ["None: every trial finished with a quality or was pruned (below)."]
     )
+    if pruned:
+        out += ["", "## Pruned trials", "",
+                "Stopped early by a Tune scheduler (`raydaa search --scheduler`) on their "
+                "intermediate evaluations: quality and KL are the last ones, on the evaluation "
+                "subset of a policy that did not finish training, so they never compete.", "",
+                tables.pruned_markdown(analysis), "CSV: [pruned.csv](pruned.csv)."]
     return "\n".join(out) + "\n"
 
 
@@ -309,6 +339,7 @@ def write_report(
         ("fronts", tables.fronts_table(analysis)),
         ("correlations", tables.correlations_table(analysis)),
         ("failures", tables.failures_table(analysis)),
+        ("pruned", tables.pruned_table(analysis)),
         ("comparisons", tables.comparisons_table(paired)),
         ("matched_kl", tables.matched_kl_table(paired)),
         ("collapsed", tables.collapsed_table(paired)),

@@ -1,4 +1,4 @@
-"""The exact non-dominated set of (quality ↑, KL ↓) points.
+"""The exact non-dominated set of (quality ↑, KL ↓) points, and the area it dominates.
 
 A point is dominated when another point has quality >= and KL <= with at least one of the
 two strict. Consequences, all deliberate:
@@ -12,6 +12,7 @@ two strict. Consequences, all deliberate:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,3 +57,32 @@ def pareto_indices(quality: Sequence[float], kl: Sequence[float]) -> list[int]:
     q = np.asarray(quality, dtype=float)[idx]
     k = np.asarray(kl, dtype=float)[idx]
     return [int(i) for i in idx[np.lexsort((-q, k))]]
+
+
+def hypervolume(quality: Sequence[float], kl: Sequence[float], reference: tuple[float, float]) -> float:
+    """Area of the (quality ↑, KL ↓) plane the points dominate, bounded by `reference`
+    (quality_ref, kl_ref): the union of the rectangles [kl_i, kl_ref] x [quality_ref,
+    quality_i]. One number per front, larger is better, comparable between fronts measured
+    from the same reference. Points with a non-finite value, quality <= quality_ref or
+    KL >= kl_ref add nothing; dominated points add nothing either.
+
+    Written here rather than taken from Optuna: its hypervolume is private API
+    (optuna._hypervolume), and in two dimensions it is one sort and one sum.
+    """
+    q = np.asarray(quality, dtype=float)
+    k = np.asarray(kl, dtype=float)
+    if q.ndim != 1 or q.shape != k.shape:
+        raise ValueError(
+            f"hypervolume: quality and kl must be 1-D of the same length, got shapes "
+            f"{q.shape} and {k.shape}"
+        )
+    q_ref, kl_ref = reference
+    if not (math.isfinite(q_ref) and math.isfinite(kl_ref)):
+        return math.nan
+    keep = np.isfinite(q) & np.isfinite(k) & (q > q_ref) & (k < kl_ref)
+    q, k = q[keep], k[keep]
+    order = np.argsort(k, kind="stable")
+    q, k = q[order], k[order]
+    height = np.maximum.accumulate(q) - q_ref  # (n,): best quality at KL <= k_i
+    width = np.diff(np.append(k, kl_ref))  # (n,): up to the next point's KL, the last to kl_ref
+    return float(np.sum(height * width))

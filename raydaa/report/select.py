@@ -1,8 +1,10 @@
 """From results-store rows to what the report shows: variants, best configs, best lr per β.
 
 Rows are the store's dicts (`read_store(...).to_pylist()`). Only `finished` rows with a
-finite quality compete for "best"; failed and diverged rows are counted, listed, and never
-on a front.
+finite quality compete for "best"; failed, diverged and pruned rows are counted, listed,
+and never on a front. A pruned row (a trial a Tune scheduler stopped early) holds the
+quality and KL of its last intermediate evaluation, on a prompt subset and a policy that
+never finished training: not comparable with a finished row's.
 
 Best = highest quality. Ties break toward the lower KL (a NaN KL counts as worst), then
 toward the smaller trial id, so the choice is deterministic.
@@ -23,7 +25,7 @@ from typing import Any
 
 from raydaa.config.search_space import search_rows
 
-STATUSES = ("finished", "failed", "diverged")
+STATUSES = ("finished", "failed", "diverged", "pruned")
 KINDS = ("pairwise", "pointwise")
 EXTERNAL = "external"  # method, variant and kind of a checkpoint trained outside raydaa
 

@@ -1,11 +1,15 @@
 """The report's tables, as Markdown (formatted) and CSV (full precision).
 
 summary        paper Table 2 form: each method's best quality with its 95% interval,
-               KL at that config, and the finished / failed / diverged counts
+               KL at that config, and the finished / failed / diverged / pruned counts (CSV also:
+               its front's hypervolume and the reference point it is measured from)
+hypervolume    each method's front hypervolume (Markdown only; in summary.csv)
 best_configs   paper Table 7 form: each method's best β, lr (λ and γ/β where used)
 fronts         the best-lr-per-β points behind the plots, with their front flags
 correlations   Spearman ρ of KL against β (all points, and within each lr)
 failures       every failed or diverged trial with its reason
+pruned         every trial a Tune scheduler stopped early: its step, its last intermediate
+               quality and KL (on the evaluation subset), the reason
 comparisons    paired differences of the variants' best configs, and pairwise vs pointwise
 matched_kl     the same pairs at KL budgets
 collapsed      configurations of one variant that trained the same model
@@ -19,6 +23,7 @@ import io
 import math
 from typing import TYPE_CHECKING, Any
 
+from raydaa.config.search_space import search_rows
 from raydaa.report.analysis import Analysis, PairedAnalysis
 from raydaa.report.select import usable
 
@@ -70,11 +75,13 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 
 _METRICS = ("quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high")
-_COUNTS = ("finished", "failed", "diverged", "total")
+_COUNTS = ("finished", "failed", "diverged", "pruned", "total")
+_HYPERVOLUME = ("front_hypervolume", "hv_ref_quality", "hv_ref_kl")
 
 
 def summary_table(analysis: Analysis) -> Table:
-    keys = ["method", "kind", *_METRICS, *_COUNTS, "trial_id"]
+    keys = ["method", "kind", *_METRICS, *_COUNTS, "trial_id", *_HYPERVOLUME]
+    q_ref, kl_ref = analysis.hv_reference
     records = []
     for v in analysis.variants:
         best = v.best or {}
@@ -82,6 +89,7 @@ def summary_table(analysis: Analysis) -> Table:
             {"method": v.name, "kind": v.kind}
             | {k: best.get(k) for k in (*_METRICS, "trial_id")}
             | v.counts
+            | {"front_hypervolume": v.hypervolume, "hv_ref_quality": q_ref, "hv_ref_kl": kl_ref}
         )
     return keys, records
 
@@ -107,6 +115,13 @@ def summary_markdown(analysis: Analysis) -> str:
         )
     headers = ["method", "kind", "best quality [95% CI]", "KL at best [95% CI]", *_COUNTS]
     return markdown(headers, rows)
+
+
+def hypervolume_markdown(analysis: Analysis) -> str:
+    """One row per method: its front hypervolume (reference point stated by the caller)."""
+    rows = [[v.name, str(sum(1 for r in search_rows(v.rows) if usable(r))), num(v.hypervolume, 4)]
+            for v in analysis.variants]  # fmt: skip
+    return markdown(["method", "finished configurations", "front hypervolume"], rows)
 
 
 _HPARAMS = ("beta", "lr", "lambda_", "gamma_beta_ratio", "sft_weight", "epochs", "normalization")
@@ -225,13 +240,14 @@ def correlations_markdown(analysis: Analysis) -> str:
 
 
 def failures_table(analysis: Analysis) -> Table:
-    """Failed and diverged trials, and finished ones without a finite quality."""
+    """Failed and diverged trials, and finished ones without a finite quality (pruned
+    ones: `pruned_table`)."""
     keys = ["method", "trial_id", "status", "beta", "lr", "lambda_", "diverged_step", "error"]
     records = [
         {"method": v.name} | {k: r.get(k) for k in keys[1:]}
         for v in analysis.variants
         for r in sorted(v.rows, key=lambda r: str(r["trial_id"]))
-        if not usable(r)
+        if not usable(r) and r["status"] != "pruned"
     ]
     return keys, records
 
@@ -262,6 +278,40 @@ def failures_markdown(analysis: Analysis, max_error: int = 160) -> str:
         for r in failures_table(analysis)[1]
     ]
     return markdown(["method", "trial", "status", "β", "lr", "diverged at step", "reason"], rows)
+
+
+def pruned_table(analysis: Analysis) -> Table:
+    """Trials a Tune scheduler stopped early, with the intermediate evaluation they were
+    stopped on (quality and KL on `eval_prompts` prompts at step `eval_step`)."""
+    keys = ["method", "trial_id", "beta", "lr", "lambda_", "eval_step", "eval_prompts",
+            "quality", "quality_low", "quality_high", "kl", "error"]
+    records = [
+        {"method": v.name} | {k: r.get(k) for k in keys[1:]}
+        for v in analysis.variants
+        for r in sorted(v.rows, key=lambda r: str(r["trial_id"]))
+        if r["status"] == "pruned"
+    ]
+    return keys, records
+
+
+def pruned_markdown(analysis: Analysis) -> str:
+    rows = [
+        [
+            r["method"],
+            str(r["trial_id"]),
+            hp(r["beta"]),
+            hp(r["lr"]),
+            hp(r["eval_step"]),
+            hp(r["eval_prompts"]),
+            interval(r["quality"], r["quality_low"], r["quality_high"]),
+            num(r["kl"]),
+            "" if _missing(r["error"]) else str(r["error"]),
+        ]  # fmt: skip
+        for r in pruned_table(analysis)[1]
+    ]
+    headers = ["method", "trial", "β", "lr", "stopped at step", "prompts",
+               "last quality [95% CI]", "last KL", "reason"]
+    return markdown(headers, rows)
 
 
 # ---------------------------------------------------------------------------------------

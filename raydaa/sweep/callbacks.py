@@ -9,16 +9,19 @@ from ray import tune
 
 from raydaa.config.search_space import CONFIG_KEYS, AlignConfig
 from raydaa.io.results_store import write_row
+from raydaa.sweep.pruning import is_intermediate, pruned_fields
 from raydaa.sweep.telemetry import record_trial, trial_name
 from raydaa.sweep.trial import RESULT_KEYS, REUSED
 
 
 class ResultsStoreCallback(tune.Callback):
     """Writes each trial's row when it completes, or when it errors (its reason kept), and
-    prints one line about it on the sweep's console (`row_line`)."""
+    prints one line about it on the sweep's console (`row_line`). A trial the sweep's
+    `scheduler` (asha, hyperband) stopped is a `pruned` row with its last intermediate
+    evaluation (raydaa.sweep.pruning)."""
 
-    def __init__(self, results: str, scenario) -> None:
-        self.results, self.scenario = results, scenario
+    def __init__(self, results: str, scenario, scheduler: str | None = None) -> None:
+        self.results, self.scenario, self.scheduler = results, scenario, scheduler
 
     def _row(
         self, trial, result: dict[str, Any], status: str | None = None, error: str = ""
@@ -27,6 +30,11 @@ class ResultsStoreCallback(tune.Callback):
         row |= {k: result.get(k) for k in RESULT_KEYS}
         if row.get("diverged_step") == -1:
             row["diverged_step"] = None
+        # the step whose policy quality and KL describe (none when nothing was evaluated)
+        row["eval_step"] = result.get("step") if _finite(result.get("quality")) else None
+        if status is None and is_intermediate(result):  # stopped mid-training
+            row |= pruned_fields(result, self.scheduler, self.scenario.resources.num_workers)
+            status, error = row["status"], row["error"]
         row["epochs"] = row["epochs"] or self.scenario.align.epochs
         return row | {
             "trial_id": trial.trial_id,
@@ -76,6 +84,10 @@ def row_line(row: dict[str, Any]) -> str:
     if memory:
         parts.append("peak memory: " + ", ".join(memory))
     return ", ".join(parts)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:

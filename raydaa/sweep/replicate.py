@@ -152,6 +152,7 @@ def run_replicates(
     from raydaa.io import storage
     from raydaa.io.results_store import store_root
     from raydaa.sweep.capacity import concurrency
+    from raydaa.sweep.pruning import has_ended
     from raydaa.sweep.tuner import points_sweep, sweep_run_config, sweep_trainable, tune_trial_name
     from raydaa.train.stages import prepare_alignment, scenario_root
 
@@ -185,6 +186,7 @@ def run_replicates(
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                            run_config=run_config)  # fmt: skip
     grid = tuner.fit()
-    ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("status"))
+    # a trial whose last result is an intermediate evaluation ("running") did not end
+    ended = sum(1 for r in grid if r.error is not None or has_ended(r.metrics, None))
     expected = len(grid) if resume else len(plan.pending)
     return where | {"interrupted": ended < expected, "trials_ended": f"{ended} of {expected}"}

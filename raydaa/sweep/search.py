@@ -12,7 +12,9 @@ The Tuner itself is built by tuner.py, as for `raydaa study`.
 NFS/EFS on a cluster) or s3:// / gs://. Trials receive only storage paths.
 
 The Optuna study lives in SQLite under the results directory (or any `--optuna-storage`
-URL), named `<scenario>-<method>-<setup>`, so `optuna-dashboard sqlite:///...` opens it.
+URL), named `<scenario>-<method>-<setup>` (plus `-continuous` and the objective when they
+are not the defaults), so `optuna-dashboard sqlite:///...` opens it; its searcher, warm
+start and sampler are raydaa.sweep.optuna_sweep's.
 """
 
 from __future__ import annotations
@@ -57,13 +59,24 @@ class SearchSettings:
     method: str
     scenario: str = DEFAULT_SCENARIO
     mode: str = "grid"
-    """grid: the exact paper grid; optuna: TPE over the same values."""
+    """grid: the exact paper grid; optuna: Optuna (TPE or GP) over the grid's values or
+    the box they span (`space`)."""
     num_trials: int | None = None
     """Optuna trials (default: half the grid); ignored by grid."""
     seed: int = 0
     setup: str = "two_stage"
     multi_objective: bool = False
-    """Optuna on (quality max, KL min): the sweep aims at the Pareto front."""
+    """Optuna on (quality max, KL min): the sweep aims at the Pareto front (the older
+    spelling of objective="pareto")."""
+    space: str = "grid"
+    """Optuna's space: grid (categorical over the grid's values) or continuous (log-uniform
+    within the grid's bounds); raydaa.config.optuna_space."""
+    sampler: str = "tpe"
+    """Optuna's sampler: tpe or gp (raydaa.sweep.optuna_study)."""
+    objective: str = "quality"
+    """quality, quality-at-kl:K or pareto (raydaa.config.objective)."""
+    warm_start: bool = True
+    """A new Optuna study starts with the store's rows of this space (raydaa.sweep.warm_start)."""
     results: str = DEFAULT_RESULTS
     """Directory (local, NFS/EFS) or s3:// / gs:// URI, seen by every node."""
     optuna_storage: str | None = None
@@ -73,15 +86,16 @@ class SearchSettings:
     max_concurrent_trials: int | None = None
     """Trials at once; default: what the cluster's total resources hold, or what an
     autoscaling cluster started with `ray up` can grow to (raydaa.sweep.capacity)."""
+    scheduler: str = "none"
+    """none, asha or hyperband: stop weak trials on their intermediate evaluations
+    (raydaa.sweep.schedulers; the scenario must set intermediate_eval.eval_every)."""
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
     """Prepare what trials share, then run (or resume) the sweep; returns where things are.
     `callbacks` run after each trial's row is written (the command hands in the report
     refresh)."""
-    import optuna
-
-    from raydaa.sweep.optuna_searcher import StudyRecordingOptunaSearch
+    from raydaa.sweep import optuna_sweep
 
     # Ray's newer console output picks its own metric columns and ignores the reporter
     # below; the classic table shows exactly β, lr, λ, status, quality and KL.
@@ -92,6 +106,10 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
     from raydaa.train.stages import prepare_alignment, reference_record, run_sft
 
     scenario = load_scenario(settings.scenario)
+    from raydaa.sweep.schedulers import SchedulerError, scheduler_problem
+
+    if problem := scheduler_problem(settings.scheduler, scenario):  # before any compute
+        raise SchedulerError(problem)
     space = load_method_space(settings.method, scenario, setup=settings.setup)
     results = storage.resolve(settings.results)
     root = scenario_root(results, scenario)
@@ -116,14 +134,18 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
     )
 
     name = f"{settings.method}-{settings.setup}-{settings.mode}"
+    study_name = optuna_sweep.sweep_study_name(settings, scenario.name)
+    if settings.mode == "optuna":  # one Tune experiment per study
+        name += study_name.removeprefix(f"{scenario.name}-{settings.method}-{settings.setup}")
     storage_path = settings.storage or storage.join(root, "tune")
     trainable = sweep_trainable(scenario, inputs, results)
-    study_name = f"{scenario.name}-{settings.method}-{settings.setup}"
     # SQLite needs a filesystem: with object-store results the study needs its own URL.
     optuna_url = settings.optuna_storage or (
         None if storage.is_uri(results) else f"sqlite:///{root}/optuna.db"
     )
-    run_config = sweep_run_config(name, storage_path, results, scenario, callbacks=callbacks)
+    scheduler_name = None if settings.scheduler == "none" else settings.scheduler
+    run_config = sweep_run_config(name, storage_path, results, scenario, callbacks=callbacks,
+                                  scheduler=scheduler_name)
     path = f"{storage_path.rstrip('/')}/{name}"
     resume = settings.resume and tune.Tuner.can_restore(path)
     if settings.resume and not resume:
@@ -146,36 +168,32 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
                     "cannot live: pass --optuna-storage (e.g. sqlite:////mnt/shared/optuna.db "
                     "or postgresql://...)"
                 )
-            metric, mode = (
-                ("quality", "max")
-                if not settings.multi_objective
-                else (["quality", "kl"], ["max", "min"])
-            )
-            searcher = StudyRecordingOptunaSearch(
-                space.optuna_space(),
-                metric=metric,
-                mode=mode,
-                study_name=study_name,
-                seed=settings.seed,
-                storage=optuna.storages.RDBStorage(optuna_url),
-            )
+            from raydaa.io.results_store import read_store
+
+            searcher = optuna_sweep.searcher(
+                settings, space, scenario.name, optuna_url,
+                read_store(results, scenario.name, settings.method).to_pylist(),
+                reference_record(results, scenario)["path"],
+            )  # fmt: skip
             tune_config = tune.TuneConfig(
                 search_alg=searcher,
-                num_samples=settings.num_trials or max(1, space.size // 2),
+                num_samples=optuna_sweep.num_samples(settings, space),
                 max_concurrent_trials=at_once,
                 **names,
             )
             param_space = space.fixed()
         else:
             raise ValueError(f"unknown mode {settings.mode!r}; expected grid or optuna")
+        tune_config.scheduler = sweep_scheduler(settings, scenario, space, inputs.rows)
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
     grid = tuner.fit()
-    expected = space.size if settings.mode == "grid" else (
-        settings.num_trials or max(1, space.size // 2))
+    expected = space.size if settings.mode == "grid" else optuna_sweep.trials_expected(
+        settings, space, optuna_url, scenario.name, created=len(grid))
     # Tune returns normally after a Ctrl-C; every trial that ended reported a status
-    ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("status"))
+    ended = sum(1 for r in grid if r.error is not None
+                or trial_ended(r.metrics, results, scenario.name, settings.method))
     return {
         "interrupted": ended < expected,
         "trials_ended": f"{ended} of {expected}",
@@ -186,3 +204,27 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         "optuna_storage": optuna_url if settings.mode == "optuna" else None,
         "optuna_study": study_name if settings.mode == "optuna" else None,
     }
+
+
+def sweep_scheduler(settings: SearchSettings, scenario, space, rows: int):
+    """The Tune scheduler of `--scheduler` (None for none), its max_t the longest trial's
+    steps over the space's epochs."""
+    from raydaa.sweep.schedulers import build_scheduler, longest_run
+    from raydaa.train.stages import recipe_steps
+
+    epochs = {c.get("epochs") for c in space.grid()}
+    steps = longest_run(lambda e: recipe_steps(scenario.align, rows, e), epochs)
+    return build_scheduler(settings.scheduler, scenario, steps)
+
+
+def trial_ended(metrics: dict | None, results: str, scenario: str, method: str) -> bool:
+    """A trial of the sweep ended (was not interrupted): its last result is a final one,
+    or its row says the scheduler pruned it."""
+    from raydaa.io.results_store import read_row
+    from raydaa.sweep.pruning import RUNNING, has_ended
+
+    metrics = metrics or {}
+    row = None
+    if metrics.get("status") == RUNNING and metrics.get("trial_id"):
+        row = read_row(results, scenario, method, str(metrics["trial_id"]))
+    return has_ended(metrics, row and row["status"])

@@ -57,7 +57,7 @@ def _metrics() -> dict[str, Any]:
         ),
         "done": Counter(
             "raydaa_trials_done",
-            "Trials finished, failed or diverged",
+            "Trials finished, failed, diverged or pruned",
             ("scenario", "method", "status"),
         ),
     }

@@ -15,6 +15,7 @@ from raydaa.config.search_space import AlignConfig
 from raydaa.io import storage
 from raydaa.io.prompt_records import write_records
 from raydaa.io.results_store import read_row
+from raydaa.sweep.pruning import PRUNED, RUNNING
 from raydaa.sweep.telemetry import TrainMetricsCallback, trial_name
 from raydaa.train.stages import AlignmentInputs
 
@@ -28,23 +29,30 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
     name = trial_name(config, trial_id)
     method = str(config["method"])
     done = read_row(results, scenario.name, method, trial_id)
-    if done is not None and done["status"] in ("finished", "diverged"):
+    if done is not None and done["status"] in ("finished", "diverged", PRUNED):
         # Its row was written, but the sweep was killed before Tune saved that it ended:
         # --resume starts it again. Report the stored row instead of training anew (its
         # per-prompt records were written before that row).
-        tune.report({k: v for k, v in done.items() if k in (*RESULT_KEYS, "status", "error")} | {REUSED: True})
+        tune.report(stored_result(done))
         return
     tags = {"scenario": scenario.name, "method": method, "trial": name}
     align = AlignConfig.from_config(config)
     start = time.perf_counter()
+    callbacks = [TrainMetricsCallback(tags)]
+    if scenario.intermediate_eval.eval_every is not None:
+        from raydaa.sweep.intermediate import IntermediateResults
+
+        # the run's intermediate evaluations become this trial's intermediate results
+        callbacks.append(IntermediateResults({"reference_path": inputs.reference_path,
+                                              "reference_cache": inputs.cache or ""}))
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
-    run = run_alignment(
-        scenario, align, inputs, results=results, name=name, callbacks=[TrainMetricsCallback(tags)]
-    )
+    run = run_alignment(scenario, align, inputs, results=results, name=name, callbacks=callbacks)
     final = run.final
     metrics: dict[str, Any] = {
         "status": run.status if run.status != "stopped" else "failed",
         "error": run.error or "",
+        # the step the run reached: a scheduler's clock needs it in every result
+        "step": final.get("step", 0),
         "final_loss": final.get("loss", math.nan),
         "reward_accuracy": final.get("rewards/accuracy", math.nan),
         "diverged_step": final.get("diverged_step", -1),
@@ -104,12 +112,23 @@ REUSED = "reused_row"
 """Set on a result that re-reports a trial's stored row (a rerun after a killed sweep)."""
 RESULT_KEYS = (
     "quality", "quality_low", "quality_high", "kl", "kl_low", "kl_high", "kl_k3",
-    "final_loss", "reward_accuracy", "tokens_seen", "device_seconds", "checkpoint_path",
-    "diverged_step", "node_id", "hostname", "reference_path", "reference_cache",
-    "peak_rss_mib", "peak_gpu_mib", "eval_peak_rss_mib", "eval_peak_gpu_mib",
-    "sampling_tokens_per_s",
+    "eval_prompts", "final_loss", "reward_accuracy", "tokens_seen", "device_seconds",
+    "checkpoint_path", "diverged_step", "node_id", "hostname", "reference_path",
+    "reference_cache", "peak_rss_mib", "peak_gpu_mib", "eval_peak_rss_mib",
+    "eval_peak_gpu_mib", "sampling_tokens_per_s",
 )
 """What a trial reports and its store row keeps, besides its config, status and error."""
+
+
+def stored_result(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial's stored row as the last result it gave Tune: a pruned trial's was an
+    intermediate one (status running at its step), a finished or diverged trial's the
+    driver's final result; `step` always (a scheduler's clock)."""
+    result = {k: v for k, v in row.items() if k in (*RESULT_KEYS, "status", "error")}
+    if row["status"] == PRUNED:
+        result["status"] = RUNNING
+    steps = (row.get("eval_step"), row.get("diverged_step"), 0)
+    return result | {"step": next(s for s in steps if s is not None), REUSED: True}
 
 
 def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:

@@ -46,9 +46,11 @@ def sweep_run_config(
     *,
     callbacks: Sequence[tune.Callback] = (),
     method_column: bool = False,
+    scheduler: str | None = None,
 ) -> tune.RunConfig:
     """The results store writes each trial's row first; `callbacks` run after it, in order
-    (the report refresh reads the row just written)."""
+    (the report refresh reads the row just written). `scheduler`: the name of the sweep's
+    Tune scheduler (asha, hyperband), which a pruned trial's row names."""
     parameters = {"beta": "β", "lr": "lr", "lambda_": "λ"}
     reporter = tune.CLIReporter(
         parameter_columns={"method": "method", **parameters} if method_column else parameters,
@@ -60,7 +62,7 @@ def sweep_run_config(
         storage_path=storage_path,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[ResultsStoreCallback(results, scenario), *callbacks],
+        callbacks=[ResultsStoreCallback(results, scenario, scheduler), *callbacks],
     )
 
 

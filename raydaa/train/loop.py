@@ -17,6 +17,10 @@ looks inside. Config keys (the `train_loop_config` of the TorchTrainer):
     resume_from optional ray.train.Checkpoint or path of one (from this engine) to start
                 from when Ray has no checkpoint of its own for this run (Ray Train V2's
                 replacement for the trainer's removed `resume_from_checkpoint`)
+    eval_fn     optional, callable(engine, step) -> {name: number}: every
+                `settings.eval_every` steps (never at the last) on every rank, with the
+                full weights in place; rank 0 computes, and its metrics join that step's
+                report on every rank (raydaa/train/eval_hook.py has the contract)
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from raydaa.train.deepspeed_config import (
     make_lr_scheduler,
     model_load_kwargs,
 )
+from raydaa.train.eval_hook import describe, run_eval
 from raydaa.train.metrics import StepStats, count_tokens, is_finite, peak_memory_mib
 from raydaa.train.settings import TrainSettings
 from raydaa.train.sharding import BatchPlan
@@ -85,6 +90,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     collate: Callable = config.get("collate_fn") or default_collate
     tokens_of: Callable = config.get("count_tokens") or count_tokens
     loss_fn: Callable = config["loss_fn"]
+    eval_fn: Callable | None = config.get("eval_fn") if settings.eval_every else None
     plan = BatchPlan(len(dataset), global_batch_size=settings.global_batch_size,
                      micro_batch_size=settings.micro_batch_size, world_size=world,
                      rank=rank, seed=settings.seed)
@@ -130,7 +136,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             status = FINISHED if done == settings.total_steps else STOPPED
         save = status in (FINISHED, STOPPED) or (
             settings.checkpoint_every is not None and done % settings.checkpoint_every == 0)
-        if not (diverged or save or done % settings.log_every == 0):
+        # never at the run's last step: whoever runs the loop evaluates its final model
+        evaluate = (eval_fn is not None and not diverged and done < settings.total_steps
+                    and done % settings.eval_every == 0)
+        if not (diverged or save or evaluate or done % settings.log_every == 0):
             continue
 
         elapsed = time.perf_counter() - window_start
@@ -151,6 +160,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if diverged:
             # A non-finite model is worth nothing: report the step, save nothing, stop.
             report["diverged_step"] = done
+        if evaluate:
+            beacon.phase(phases.EVALUATION, f"step {done}")
+            eval_start = time.perf_counter()
+            evaluation = run_eval(engine, eval_fn, done, rank=rank, world=world,
+                                  zero_stage=settings.zero_stage)
+            report |= evaluation
+            run_start += time.perf_counter() - eval_start  # throughput of training alone
+            if rank == 0:
+                beacon.note(f"step {done}: {describe(eval_fn, evaluation)}")
         if save and not diverged:
             beacon.phase(phases.CHECKPOINT, f"step {done}")
         _report(engine, report, rank=rank, settings=settings, save=save and not diverged)

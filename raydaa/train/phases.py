@@ -29,6 +29,7 @@ DATA_LOAD = "data load"
 FIRST_STEP = "first step"
 TRAINING = "training"
 CHECKPOINT = "checkpoint"
+EVALUATION = "evaluation"
 SCORING = "scoring"
 DONE = "done"
 STARTUP_ORDER = (WORKER_START, PROCESS_GROUP, OP_BUILD, MODEL_LOAD, DEEPSPEED_INIT, DATA_LOAD,

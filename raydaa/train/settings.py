@@ -78,6 +78,10 @@ class TrainSettings:
     checkpoint_every: int | None = None
     """Report a DeepSpeed checkpoint every this many steps; None: only at the end."""
 
+    eval_every: int | None = None
+    """Call the loop's `eval_fn` every this many steps (never at the run's last step) and
+    add its metrics to that step's report; None: never."""
+
     stop_after_steps: int | None = None
     """Stop (with a checkpoint) after this many steps, keeping the schedule of
     `total_steps`; the run can later resume to `total_steps` (status "stopped")."""
@@ -117,6 +121,8 @@ class TrainSettings:
         if not self.torch_adam and not self.use_gpu:
             raise ValueError("torch_adam=False selects DeepSpeed FusedAdam, which needs CUDA")
         check_checkpoint_every(self.checkpoint_every, none="None")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
         if self.stop_after_steps is not None and not 1 <= self.stop_after_steps <= self.total_steps:
             raise ValueError(
                 f"stop_after_steps must be in [1, total_steps={self.total_steps}], "

@@ -123,7 +123,7 @@ def train_settings(
 ) -> dict[str, Any]:
     """TrainSettings (as a dict) for `epochs` over `n_rows` with the scenario's resources."""
     res = scenario.resources
-    steps = max(1, math.ceil(recipe.epochs * n_rows / recipe.global_batch_size))
+    steps = recipe_steps(recipe, n_rows)
     settings = {
         "total_steps": steps,
         "global_batch_size": recipe.global_batch_size,
@@ -147,6 +147,12 @@ def train_settings(
     }
     settings.update(overrides)
     return settings
+
+
+def recipe_steps(recipe: RecipeConfig, n_rows: int, epochs: int | None = None) -> int:
+    """Optimizer steps of a run of `recipe` over `n_rows` (`epochs`: instead of the
+    recipe's, as a single-stage setup sets them)."""
+    return max(1, math.ceil((epochs or recipe.epochs) * n_rows / recipe.global_batch_size))
 
 
 def watchdog_limits(scenario: Scenario):
@@ -245,6 +251,7 @@ def _run(
     max_failures: int = 0,
     callbacks=(),
     progress: str | None = None,
+    eval_fn=None,
 ) -> StageResult:
     from raydaa.train import run_training
 
@@ -260,6 +267,7 @@ def _run(
         loss_fn=loss_fn,
         dataset=dataset,
         collate_fn=collate_fn,
+        eval_fn=eval_fn,
     )
     out = result.return_value or {}
     if progress and out.get("history"):
@@ -415,7 +423,10 @@ def run_alignment(
     **setting_overrides: Any,
 ) -> StageResult:
     """Train the reference policy with one DAA configuration (the policy starts at π_ref).
-    `callbacks`: Ray Train UserCallbacks (run in the Train controller)."""
+    `callbacks`: Ray Train UserCallbacks (run in the Train controller). With the
+    scenario's `intermediate_eval.eval_every`, rank 0 evaluates the current policy on the
+    evaluation subset every that many steps (raydaa.evaluate.intermediate) and the
+    metrics join those steps' reports."""
     from raydaa.data.collators import PreferenceCollator
 
     objective = PreferenceObjective(
@@ -429,7 +440,8 @@ def run_alignment(
         else RecipeConfig(**{**scenario.align.__dict__, "epochs": config.epochs})
     )
     # the run's own seed (a replicate's) orders the data and seeds the workers' RNGs
-    seeded = {"seed": config.training_seed(scenario.seed), **setting_overrides}
+    seeded = {"seed": config.training_seed(scenario.seed),
+              "eval_every": scenario.intermediate_eval.eval_every, **setting_overrides}
     settings = train_settings(scenario, recipe, inputs.rows, lr=config.lr, **seeded)
     replicate = "" if config.seed is None else f"-s{config.seed}"
     name = name or (
@@ -447,7 +459,18 @@ def run_alignment(
             loss_fn=objective,
             dataset=inputs.dataset,
             collate_fn=PreferenceCollator(inputs.pad_token_id),
+            eval_fn=intermediate_evaluation(scenario, inputs.reference_path),
             progress=progress or name,
         )
     except Exception as err:  # a failed run is a result with its reason, not a crash
         return StageResult(status="failed", path=None, error=f"{type(err).__name__}: {err}")
+
+
+def intermediate_evaluation(scenario: Scenario, reference_path: str):
+    """The loop's `eval_fn` for the scenario's intermediate evaluations, or None when
+    `intermediate_eval.eval_every` is off."""
+    if scenario.intermediate_eval.eval_every is None:
+        return None
+    from raydaa.evaluate.intermediate import IntermediateEvaluation
+
+    return IntermediateEvaluation(scenario, reference_path)

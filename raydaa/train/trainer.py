@@ -37,6 +37,7 @@ def build_trainer(
     collate_fn: Callable | None = None,
     count_tokens: Callable | None = None,
     resume_from: ray.train.Checkpoint | str | None = None,
+    eval_fn: Callable | None = None,
     max_failures: int = 0,
     num_to_keep: int | None = 2,
     callbacks: Sequence[Any] = (),
@@ -52,6 +53,7 @@ def build_trainer(
     `num_to_keep` bounds disk use: ZeRO optimizer state is ~12 bytes per parameter.
     `watch_token` names the run's phase records (raydaa/train/phases.py); with one, the
     run has a start-up and stall watchdog (`settings.startup_timeout_s`, `stall_timeout_s`).
+    `eval_fn(engine, step)` runs every `settings.eval_every` steps (raydaa/train/eval_hook.py).
     """
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):
         raise RuntimeError("raydaa.train needs Ray Train V2: unset RAY_TRAIN_V2_ENABLED=0")
@@ -84,6 +86,7 @@ def build_trainer(
         "collate_fn": collate_fn,
         "count_tokens": count_tokens,
         "resume_from": resume_from,
+        "eval_fn": eval_fn,
         "watch_token": watch_token,
     }
     return TorchTrainer(
