@@ -38,10 +38,25 @@ def test_startup_verdict_names_the_least_advanced_worker_and_its_wait():
     records = {"rank0": record(phases.FIRST_STEP),
                "rank1": record(phases.OP_BUILD, detail="ops in /x",
                                where="torch/utils/file_baton.py:50 wait")}
+    assert watch.observe(records, now=20.0) is None
     assert watch.observe(records, now=29.0) is None
     verdict = watch.observe(records, now=31.0)
     assert verdict.startswith("no first step within 30 s (start-up watchdog): stuck in op build")
     assert "rank1: op build (ops in /x), in torch/utils/file_baton.py:50 wait" in verdict
+
+
+def test_a_phase_entered_just_before_the_deadline_gets_one_more_beat():
+    # Its first record was written by the phase change itself, so its `where` is the
+    # line that entered the phase; the next beat shows where the worker now waits.
+    watch = RunWatch(Limits(startup_s=15, stall_s=10), ["rank0"], started=0.0)
+    assert watch.observe({"rank0": record(phases.MODEL_LOAD)}, now=5.0) is None
+    entered = {"rank0": record(phases.DATA_LOAD, where="raydaa/train/loop.py:86 train")}
+    assert watch.observe(entered, now=14.5) is None
+    assert watch.observe(entered, now=16.0) is None  # past the limit, but within a beat
+    waiting = {"rank0": record(phases.DATA_LOAD, beat=2.0, where="data.py:3 blocked_read")}
+    verdict = watch.observe(waiting, now=17.6)
+    assert verdict.startswith("no first step within 15 s (start-up watchdog): stuck in data load")
+    assert "in data.py:3 blocked_read" in verdict
 
 
 def test_startup_verdict_without_any_worker_is_worker_start():

@@ -84,7 +84,11 @@ def where(thread_id: int | None = None, depth: int = 3) -> str:
     frame = sys._current_frames().get(thread_id)
     if frame is None:
         return "?"
-    frames = traceback.extract_stack(frame)[-depth:]
+    frames = traceback.extract_stack(frame)
+    # a flush from the worker's own thread (a phase change) would show this module itself
+    while len(frames) > 1 and frames[-1].filename == __file__:
+        frames.pop()
+    frames = frames[-depth:]
     return " < ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames))
 
 

@@ -69,9 +69,14 @@ class RunWatch:
             if int(record.get("step") or 0) >= 1:
                 self.stepped = True
         if not self.stepped:
-            if now - self.started > self.limits.startup_s:
-                return self._startup_verdict(records, now)
-            return None
+            if now - self.started <= self.limits.startup_s:
+                return None
+            # A phase entered within the last beat has not yet been seen from outside: its
+            # `where` is still the line that entered it. One more beat says where it waits.
+            if any(now - self._changed.get(w, self.started) < phases.BEAT_S + 1.0
+                   for w in self.who):
+                return None
+            return self._startup_verdict(records, now)
         last = max(self._changed.values(), default=self.started)
         if now - last > self.limits.stall_s:
             step = max(int(r.get("step") or 0) for r in records.values() if "step" in r)
