@@ -31,7 +31,9 @@ from raydaa.train import (
     lr_factor,
     run_training,
 )
+from raydaa.train import timeline
 from raydaa.train.metrics import StepStats, count_tokens
+from raydaa.train.trainer import build_trainer
 
 VOCAB, SEQ_LEN, NUM_EXAMPLES = 64, 16, 64
 STEPS = 6
@@ -139,6 +141,30 @@ def test_reference_run_trains_and_reports_every_step(reference_run):
     # (observed 4.162 -> 3.899).
     assert history[0]["loss"] == pytest.approx(math.log(VOCAB), abs=0.1)
     assert history[-1]["loss"] < history[0]["loss"] - 0.15
+
+
+@integration
+def test_the_run_says_where_its_time_went(reference_run):
+    marks = reference_run.return_value["timeline"]
+    order = [timeline.PROCESS_START, timeline.LOOP_START, timeline.TRAINING_START,
+             timeline.TRAIN_END, timeline.SAVED]
+    assert [marks[m] for m in order] == sorted(marks[m] for m in order), marks
+    assert marks[timeline.PROCESS_START] < marks[timeline.LOOP_START]  # imports took time
+
+
+def test_runs_collect_reports_more_often_than_ray_trains_default(monkeypatch):
+    # Ray Train's default (a report collected every 2 s) held every step of a run that
+    # reports each step; a value the user set is left alone.
+    from raydaa.train import trainer as trainer_module
+
+    monkeypatch.delenv(trainer_module.HEALTH_CHECK_INTERVAL_ENV, raising=False)
+    build_trainer(BASE, model_fn=tiny_llama, loss_fn=causal_lm_loss, dataset=[],
+                  name="x", storage_path="/tmp/unused")
+    assert float(os.environ[trainer_module.HEALTH_CHECK_INTERVAL_ENV]) <= 0.5
+    monkeypatch.setenv(trainer_module.HEALTH_CHECK_INTERVAL_ENV, "3")
+    build_trainer(BASE, model_fn=tiny_llama, loss_fn=causal_lm_loss, dataset=[],
+                  name="x", storage_path="/tmp/unused")
+    assert os.environ[trainer_module.HEALTH_CHECK_INTERVAL_ENV] == "3"
 
 
 @integration

@@ -26,6 +26,9 @@ _ARROW_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string()}
 # The loss configuration's own fields: a new loss hyperparameter gets its column here.
 _LOSS_COLUMNS = [(name, _ARROW_TYPES[kind]) for name, kind in LOSS_FIELD_TYPES.items()]
 
+PHASE_COLUMNS = ("launch_seconds", "imports_seconds", "engine_seconds", "train_seconds",
+                 "save_seconds", "teardown_seconds", "eval_seconds")
+"""Where a trial's wall time went, in order (raydaa.train.timeline.phase_seconds)."""
 SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
@@ -64,6 +67,8 @@ SCHEMA = pa.schema(
         ("eval_peak_rss_mib", pa.float64()),
         ("eval_peak_gpu_mib", pa.float64()),
         ("sampling_tokens_per_s", pa.float64()),  # the policy's validation samples
+        # Wall seconds of the trial's phases (raydaa.train.timeline.phase_seconds)
+        *((name, pa.float64()) for name in PHASE_COLUMNS),
     ]
 )
 

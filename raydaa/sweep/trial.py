@@ -18,6 +18,7 @@ from raydaa.io.results_store import read_row
 from raydaa.sweep.pruning import PRUNED, RUNNING
 from raydaa.sweep.telemetry import TrainMetricsCallback, trial_name
 from raydaa.train.stages import AlignmentInputs
+from raydaa.train.timeline import PHASES, phase_seconds
 
 
 def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, results: str) -> None:
@@ -37,7 +38,7 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         return
     tags = {"scenario": scenario.name, "method": method, "trial": name}
     align = AlignConfig.from_config(config)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     callbacks = [TrainMetricsCallback(tags)]
     if scenario.intermediate_eval.eval_every is not None:
         from raydaa.sweep.intermediate import IntermediateResults
@@ -47,6 +48,7 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
                                               "reference_cache": inputs.cache or ""}))
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
     run = run_alignment(scenario, align, inputs, results=results, name=name, callbacks=callbacks)
+    returned_at = time.time()
     final = run.final
     metrics: dict[str, Any] = {
         "status": run.status if run.status != "stopped" else "failed",
@@ -91,6 +93,9 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
     metrics["device_seconds"] = (time.perf_counter() - start) * max(
         1, scenario.resources.num_workers
     )
+    evaluated = time.time() if math.isfinite(metrics["quality"]) else None
+    metrics |= phase_seconds(run.timeline, started=started_at, returned=returned_at,
+                             evaluated=evaluated)
     tune.report(metrics)
 
 
@@ -115,7 +120,7 @@ RESULT_KEYS = (
     "eval_prompts", "final_loss", "reward_accuracy", "tokens_seen", "device_seconds",
     "checkpoint_path", "diverged_step", "node_id", "hostname", "reference_path",
     "reference_cache", "peak_rss_mib", "peak_gpu_mib", "eval_peak_rss_mib",
-    "eval_peak_gpu_mib", "sampling_tokens_per_s",
+    "eval_peak_gpu_mib", "sampling_tokens_per_s", *PHASES,
 )
 """What a trial reports and its store row keeps, besides its config, status and error."""
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
-import torch
 from torch.utils.data import default_collate
 
+import torch
 from raydaa.train import ops, phases
 from raydaa.train.checkpoint import export_hf, load_training_state, save_training_state
 from raydaa.train.deepspeed_config import (
@@ -49,6 +49,7 @@ from raydaa.train.eval_hook import describe, run_eval
 from raydaa.train.metrics import StepStats, count_tokens, is_finite, peak_memory_mib
 from raydaa.train.settings import TrainSettings
 from raydaa.train.sharding import BatchPlan
+from raydaa.train.timeline import SAVED, TRAIN_END, TRAINING_START, marks
 
 RUNNING, FINISHED, STOPPED, DIVERGED = "running", "finished", "stopped", "diverged"
 
@@ -57,10 +58,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Train with DeepSpeed on this worker; report metrics and checkpoints to Ray Train.
 
     Returns (rank 0's becomes `Result.return_value`): {"status", "step", "history",
-    "node_id", "hostname"}, where history is the list of metric dicts reported by this
-    invocation (after a restart: since the checkpoint it resumed from) and node_id /
-    hostname say where this invocation ran.
+    "timeline", "node_id", "hostname"}, where history is the list of metric dicts reported
+    by this invocation (after a restart: since the checkpoint it resumed from), timeline
+    its moments (raydaa.train.timeline) and node_id / hostname say where it ran.
     """
+    timeline = marks()
     settings = TrainSettings.coerce(config["settings"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -105,6 +107,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         beacon.close()
         return {"status": status, "step": start_step, "history": history, **where}
     status = RUNNING
+    timeline[TRAINING_START] = time.time()
     beacon.phase(phases.FIRST_STEP, f"step {start_step + 1} of {settings.total_steps}")
 
     engine.train()
@@ -171,13 +174,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 beacon.note(f"step {done}: {describe(eval_fn, evaluation)}")
         if save and not diverged:
             beacon.phase(phases.CHECKPOINT, f"step {done}")
+        if status != RUNNING:
+            timeline[TRAIN_END] = time.time()
         _report(engine, report, rank=rank, settings=settings, save=save and not diverged)
+        if status != RUNNING:
+            timeline[SAVED] = time.time()
         history.append(report)
         window_start, window_tokens = time.perf_counter(), 0
         if diverged:
             break
     beacon.close()
-    return {"status": status, "step": history[-1]["step"], "history": history, **where}
+    return {"status": status, "step": history[-1]["step"], "history": history,
+            "timeline": timeline, **where}
 
 
 class _NoBeacon:

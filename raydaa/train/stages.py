@@ -210,6 +210,8 @@ class StageResult:
     node_id: str | None = None
     """Ray node of rank 0's last attempt (a restart after a lost node may move it)."""
     hostname: str | None = None
+    timeline: dict[str, float] = field(default_factory=dict)
+    """Rank 0's moments of its last attempt (raydaa.train.timeline)."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -280,6 +282,7 @@ def _run(
         seconds=time.perf_counter() - start,
         node_id=out.get("node_id"),
         hostname=out.get("hostname"),
+        timeline=out.get("timeline") or {},
     )
 
 
