@@ -31,7 +31,7 @@ from raydaa.core.methods import METHOD_SPECS
 from raydaa.io import storage
 from raydaa.io.results_store import store_root
 from raydaa.sweep.capacity import concurrency
-from raydaa.sweep.tuner import sweep_run_config, sweep_trainable, trial_names
+from raydaa.sweep.tuner import sweep_run_config, sweep_trainable, sweep_tune_config
 from raydaa.train.stages import scenario_root
 
 
@@ -157,7 +157,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         )
     else:
         at_once = settings.max_concurrent_trials or concurrency(scenario)
-        names = trial_names()
+        names = sweep_tune_config()
         if settings.mode == "grid":
             tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **names)
             param_space = space.tune_grid_space()
