@@ -4,6 +4,8 @@ import pytest
 import ray
 from s3_server import s3_server
 
+import torch
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -67,3 +69,41 @@ def storage_root(request, tmp_path):
         return str(tmp_path / "results")
     request.getfixturevalue("s3_env")
     return f"s3://raydaa/{request.node.name.replace('[', '-').rstrip(']')}"
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tmp_path_factory):
+    """tiny's base model and an SFT model of it (200 steps of plain PyTorch on tiny's SFT
+    data with SFTObjective: stage 1's loss, without Ray; enough to beat random init), made
+    once for every test that needs a reference worth judging against."""
+    from raydaa.config.scenario import load_scenario
+    from raydaa.data.collators import SFTCollator
+    from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
+    from raydaa.train.objectives import SFTObjective
+    from raydaa.train.stages import prepare
+
+    scenario = load_scenario("tiny")
+    scenario.generation.num_prompts = scenario.judge.num_prompts = 64
+    tokenizer = build_tiny_tokenizer()
+    root = tmp_path_factory.mktemp("tiny_models")
+    base = build_tiny_model(seed=scenario.seed)
+    base.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+
+    model = build_tiny_model(seed=scenario.seed)
+    rows = prepare(scenario, "sft", tokenizer).dataset.to_list()
+    collate, objective = SFTCollator(tokenizer.pad_token_id), SFTObjective()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(200):
+        batch = collate([rows[i] for i in torch.randint(len(rows), (32,), generator=generator)])
+        loss, _ = objective(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(root / "sft")
+    tokenizer.save_pretrained(root / "sft")
+    return scenario, str(root / "base"), str(root / "sft")

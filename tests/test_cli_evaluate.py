@@ -1,7 +1,7 @@
 """`raydaa evaluate`: arguments refused before any model loads, then any checkpoint on
 tiny's yardstick (the SFT policy against itself ties at 0.5 with KL 0; the untrained base
 model loses to it and is far from it), `--json` and `--name` (a store row of method
-external with its per-prompt records). The models are test_pinned_behaviour's `tiny_sft`
+external with its per-prompt records). The models are conftest's `tiny_sft`
 (200 plain-PyTorch SFT steps, no Ray)."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 
 import pytest
 import yaml
-from test_pinned_behaviour import tiny_sft  # noqa: F401 (the shared SFT fixture)
 
 from raydaa.cli import main as raydaa
 from raydaa.config.scenario import search_spaces_dir
@@ -72,7 +71,7 @@ def small_tiny(tmp_path, prompts: int = 64) -> str:
 
 
 @pytest.mark.slow
-def test_the_sft_policy_against_itself_ties_and_joins_the_store(tiny_sft, tmp_path, capsys):  # noqa: F811
+def test_the_sft_policy_against_itself_ties_and_joins_the_store(tiny_sft, tmp_path, capsys):
     """Default reference: the scenario's registered one. Identical models sample the same
     answers (every verdict a tie) and score the same log-probs (KL exactly 0). Fails if
     --name writes no row or no records, or the row is not the evaluation's."""
@@ -109,7 +108,7 @@ def test_the_sft_policy_against_itself_ties_and_joins_the_store(tiny_sft, tmp_pa
 
 
 @pytest.mark.slow
-def test_the_untrained_base_model_loses_to_sft_and_is_far_from_it(tiny_sft, tmp_path, capsys):  # noqa: F811
+def test_the_untrained_base_model_loses_to_sft_and_is_far_from_it(tiny_sft, tmp_path, capsys):
     """An explicit --reference, no store: fails if the judge's answers were swapped (the
     base model would win) or KL measured from the wrong side (k1 negative)."""
     _, base, sft = tiny_sft

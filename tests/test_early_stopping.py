@@ -11,8 +11,8 @@ every rung); with β 0.1, lr 3e-2 wrecks the policy within two Adam steps. The f
 has no rival and finishes; each wrecked one falls below the rung's median at step 2 and is
 stopped there; the 24-step trial after the first stop ties the first trial at every rung
 and finishes, and while it trains the stopped trial's Train run must be gone. The
-reference is a one-epoch SFT of tiny (a policy with answers worth judging; a random-init
-one ties everything).
+reference is the session's SFT model of tiny (conftest's `tiny_sft`: a policy with
+answers worth judging; a random-init one ties everything).
 """
 
 import json
@@ -40,7 +40,6 @@ def spaces(tmp_path_factory):
     root = tmp_path_factory.mktemp("spaces") / "search_spaces"
     return shrunken_search_spaces(
         root, "dpo", {"betas": [1e-30, 0.1], "lrs": [3e-2], "epochs": [1, 2]}, prompts=PROMPTS,
-        sft={"epochs": 1},
         intermediate_eval={"eval_every": EVERY, "eval_subset_prompts": SUBSET},
         early_stopping={"grace_period": 1, "reduction_factor": 2},
     )  # fmt: skip
@@ -60,13 +59,15 @@ def train_processes(root: psutil.Process) -> dict[str, int]:
     return counts
 
 
-def test_asha_prunes_weak_trials_and_their_runs_end(spaces, tmp_path):
+def test_asha_prunes_weak_trials_and_their_runs_end(spaces, tiny_sft, tmp_path):
     results = tmp_path / "results"
     env = dict(os.environ, RAYDAA_SEARCH_SPACES=str(spaces))
     raydaa = [sys.executable, "-m", "raydaa.cli"]
-    sft = subprocess.run([*raydaa, "sft", "--results", str(results)], env=env,
-                         capture_output=True, text=True, timeout=1200)
-    assert sft.returncode == 0, sft.stdout[-3000:] + sft.stderr[-3000:]
+    # the session's SFT model as the registered reference: stage 1 is not under test here
+    (results / "tiny").mkdir(parents=True)
+    (results / "tiny" / "reference.json").write_text(json.dumps(
+        {"init": "sft", "fraction": 1.0, "seed": 0, "scenario": "tiny", "path": tiny_sft[2],
+         "status": "finished"}))
 
     log = tmp_path / "search.log"
     with open(log, "w") as out:
@@ -104,6 +105,10 @@ def test_asha_prunes_weak_trials_and_their_runs_end(spaces, tmp_path):
     assert max(c["RayTrainWorker"] for c in later) <= 1, later
 
     experiment = results / "tiny" / "tune" / "dpo-two_stage-grid"
+    # never a reused driver under a scheduler: Tune would keep a stopped trial's driver,
+    # its Train run still training, for the next trial
+    drivers = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.open()}
+    assert len(drivers) == 4, drivers
     for row in rows.values():
         trial_dir = next(experiment.glob(f"*-{row['trial_id']}"))
         tune_results = [json.loads(line) for line in (trial_dir / "result.json").open()]

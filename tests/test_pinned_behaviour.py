@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-import torch
 
+import torch
 from raydaa.core.losses import METHODS, LossConfig, get_spec, uses_length_normalization
 from raydaa.data.check import data_check_main
 from raydaa.report.select import best_row
@@ -86,43 +86,6 @@ def test_a_nan_kl_never_wins_the_tie_break():
     assert best_row([finite, row("t0", 0.7, math.nan)])["trial_id"] == "t0"
     # equal quality and KL: the smaller trial id, deterministically
     assert best_row([row("b", 0.6, 0.8), row("a", 0.6, 0.8)])["trial_id"] == "a"
-
-
-@pytest.fixture(scope="module")
-def tiny_sft(tmp_path_factory):
-    """tiny's base model and an SFT model of it (200 steps of plain PyTorch on tiny's SFT
-    data with SFTObjective: stage 1's loss, without Ray; enough to beat random init)."""
-    from raydaa.config.scenario import load_scenario
-    from raydaa.data.collators import SFTCollator
-    from raydaa.scenarios import build_tiny_model, build_tiny_tokenizer
-    from raydaa.train.objectives import SFTObjective
-    from raydaa.train.stages import prepare
-
-    scenario = load_scenario("tiny")
-    scenario.generation.num_prompts = scenario.judge.num_prompts = 64
-    tokenizer = build_tiny_tokenizer()
-    root = tmp_path_factory.mktemp("tiny_models")
-    base = build_tiny_model(seed=scenario.seed)
-    base.save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-
-    model = build_tiny_model(seed=scenario.seed)
-    rows = prepare(scenario, "sft", tokenizer).dataset.to_list()
-    collate, objective = SFTCollator(tokenizer.pad_token_id), SFTObjective()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model.train()
-    for _ in range(200):
-        batch = collate([rows[i] for i in torch.randint(len(rows), (32,), generator=generator)])
-        loss, _ = objective(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    model.save_pretrained(root / "sft")
-    tokenizer.save_pretrained(root / "sft")
-    return scenario, str(root / "base"), str(root / "sft")
 
 
 @pytest.mark.slow

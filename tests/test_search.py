@@ -4,6 +4,7 @@ The sweeps are real (Ray Tune driving Ray Train V2 + DeepSpeed trials, evaluatio
 results store); only the sizes shrink: 12-step trials, 32 evaluation prompts, 2×2 grids.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -92,6 +93,10 @@ def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, resul
             assert row["kl_k3"] >= 0 and row["checkpoint_path"]
         assert_records(results, row)
     assert len({r["trial_id"] for r in rows}) == 4
+    # trial drivers are reused: 4 trials, at most 2 at a time, in at most 2 processes
+    experiment = results / "tiny" / "tune" / "dpo-two_stage-grid"
+    drivers = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.open()}
+    assert 1 <= len(drivers) <= 2, drivers
 
 
 def test_optuna_sweep_study_is_readable_from_sqlite(spaces, tmp_path, results):

@@ -22,16 +22,16 @@ import sys
 
 import pytest
 import ray
-import torch
 
+import torch
 from raydaa.train import (
     BatchPlan,
     TrainSettings,
     build_deepspeed_config,
     lr_factor,
     run_training,
+    timeline,
 )
-from raydaa.train import timeline
 from raydaa.train.metrics import StepStats, count_tokens
 from raydaa.train.trainer import build_trainer
 

@@ -157,9 +157,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         )
     else:
         at_once = settings.max_concurrent_trials or concurrency(scenario)
-        names = sweep_tune_config()
+        shared = sweep_tune_config(sweep_scheduler(settings, scenario, space, inputs.rows))
         if settings.mode == "grid":
-            tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **names)
+            tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **shared)
             param_space = space.tune_grid_space()
         elif settings.mode == "optuna":
             if optuna_url is None:
@@ -179,12 +179,11 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
                 search_alg=searcher,
                 num_samples=optuna_sweep.num_samples(settings, space),
                 max_concurrent_trials=at_once,
-                **names,
+                **shared,
             )
             param_space = space.fixed()
         else:
             raise ValueError(f"unknown mode {settings.mode!r}; expected grid or optuna")
-        tune_config.scheduler = sweep_scheduler(settings, scenario, space, inputs.rows)
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )

@@ -33,16 +33,19 @@ def tune_trial_name(trial) -> str:
     return trial_name(trial.config, trial.trial_id)
 
 
-REUSE_DRIVERS = {"reuse_actors": True}
-"""A trial's driver process is kept for the next trial: a new one costs ~10 CPU-seconds of
-imports (Ray Train, torch, transformers) per trial, as much as a tiny trial's training."""
+def reuse_drivers(scheduler) -> dict[str, bool]:
+    """TuneConfig's `reuse_actors`: a trial's driver process is kept for the next trial (a
+    new one costs ~10 CPU-seconds of imports, Ray Train, torch and transformers, as much as
+    a tiny trial's training), but only when no scheduler stops trials: Tune would keep a
+    stopped trial's driver for reuse with its Train run still training."""
+    return {"reuse_actors": scheduler is None}
 
 
-def sweep_tune_config() -> dict[str, Any]:
+def sweep_tune_config(scheduler) -> dict[str, Any]:
     """TuneConfig keywords every sweep shares: trials and their directories named
-    readably, and trial drivers reused."""
+    readably, trial drivers reused where that is safe, and the scheduler."""
     return {"trial_name_creator": tune_trial_name, "trial_dirname_creator": tune_trial_name,
-            **REUSE_DRIVERS}
+            "scheduler": scheduler, **reuse_drivers(scheduler)}
 
 
 def sweep_run_config(
@@ -90,6 +93,6 @@ def points_sweep(configs: list[dict], at_once: int, name_creator=None):
         ),
         num_samples=len(configs),
         **(names if name_creator else {}),
-        **REUSE_DRIVERS,
+        **reuse_drivers(None),
     )
     return param_space, tune_config
