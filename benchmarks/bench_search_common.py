@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -353,6 +354,29 @@ def append_section(path: Path, text: str) -> None:
     sep = "" if current.endswith("\n\n") else ("\n" if current.endswith("\n") else "\n\n")
     with open(path, "a") as out:
         out.write(sep + text.rstrip("\n") + "\n")
+
+
+def output_arguments(parser, results_md: Path) -> None:
+    """The options every benchmark shares: where the tiny reference lives and where its
+    numbers go (RESULTS.md, raw JSON, a note line)."""
+    parser.add_argument("--results", default=None,
+                        help="results dir holding (or to hold) the tiny reference; "
+                             "default: a new temp dir")
+    parser.add_argument("--out", default=str(results_md),
+                        help="RESULTS.md to append to ('' to skip)")
+    parser.add_argument("--json", default=None, help="write the raw numbers here")
+    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
+
+
+def work_dirs(prefix: str, results: str | None, work: Path | None = None) -> tuple[Path, Path, Path]:
+    """A benchmark's work dir (new unless given), the results dir holding the reference
+    (`results`, else one inside the work dir) and the logs dir, all created."""
+    work = work or Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    base = Path(results).resolve() if results else work / "base"
+    base.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    return work, base, logs
 
 
 def publish(report: dict[str, Any], render, json_path: str | None, out_path: str | None) -> None:

@@ -93,9 +93,7 @@ def first_hit(trials: list[dict[str, Any]], target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=None,
-                        help="results dir holding (or to hold) the tiny reference; "
-                             "default: a new temp dir")
+    common.output_arguments(parser, Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--reference", default="sft", choices=("sft", "base"))
     parser.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1, 0.5])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
@@ -115,18 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-results", default=None,
                         help="reuse the real Optuna sweep (of --real-trials, --real-seed) in "
                              "this results dir instead of running it")
-    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")),
-                        help="RESULTS.md to append to ('' to skip)")
-    parser.add_argument("--json", default=None, help="write the raw numbers here")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "benchmarks/bench_search_efficiency.py", *(argv or sys.argv[1:])])
 
-    work = Path(tempfile.mkdtemp(prefix="bench_search_efficiency-"))
-    base = Path(args.results).resolve() if args.results else work / "base"
-    base.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir()
+    work, base, logs = common.work_dirs("bench_search_efficiency", args.results)
     spaces = common.make_spaces(work, method=METHOD, betas=args.betas, lrs=args.lrs,
                                 num_prompts=args.num_prompts)
     env = common.bench_env(spaces, Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))

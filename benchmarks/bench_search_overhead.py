@@ -72,10 +72,11 @@ def baseline(results: Path, threads: int) -> dict[str, Any]:
     from raydaa.config.search_space import load_method_space
     from raydaa.data.collators import PreferenceCollator
     from raydaa.evaluate.policy import evaluate_policy
+    from raydaa.io.models import pretrained_model
     from raydaa.losses import LossConfig
     from raydaa.train.objectives import PreferenceObjective
     from raydaa.train.sharding import BatchPlan
-    from raydaa.train.stages import prepare_alignment, pretrained_model, train_settings
+    from raydaa.train.stages import prepare_alignment, train_settings
 
     torch.set_num_threads(threads)
     scenario = load_scenario("tiny")
@@ -195,19 +196,13 @@ def sweep_timeline(results: Path, launched_at: float, wall: float, log: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=None,
-                        help="results dir holding (or to hold) the tiny reference; "
-                             "default: a new temp dir")
+    common.output_arguments(parser, Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--reference", default="sft", choices=("sft", "base"),
                         help="reference policy: real SFT (`raydaa sft`) or `raydaa sft --base`")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the baseline process (default 1: what each "
                              "trial's Ray Train worker uses, cpus_per_worker=1; more threads "
                              "spin-wait for each other on a machine shared with other jobs)")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")),
-                        help="RESULTS.md to append to ('' to skip)")
-    parser.add_argument("--json", default=None, help="write the raw numbers here")
-    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
     parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -217,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     command = shlex.join(["python", "benchmarks/bench_search_overhead.py", *(argv or sys.argv[1:])])
-    work = Path(tempfile.mkdtemp(prefix="bench_search_overhead-"))
-    base = Path(args.results).resolve() if args.results else work / "base"
-    base.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir()
+    work, base, logs = common.work_dirs("bench_search_overhead", args.results)
     spaces = common.make_spaces(work, method=METHOD, betas=BETAS, lrs=LRS,
                                 num_prompts=NUM_PROMPTS, global_batch_size=GLOBAL_BATCH,
                                 micro_batch_size=MICRO_BATCH)

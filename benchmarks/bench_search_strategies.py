@@ -197,8 +197,7 @@ def run_sweep(args: list[str], base: Path, dst: Path, env: dict[str, str], log: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=None,
-                        help="results dir holding (or to hold) the tiny reference")
+    common.output_arguments(parser, Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--methods", nargs="+", default=["dpo", "nca"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--num-trials", type=int, default=4,
@@ -207,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps between intermediate evaluations (of 24)")
     parser.add_argument("--from-work", default=None,
                         help="run nothing: analyse the sweeps of an earlier run's work dir")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
 
     command = shlex.join(["python", "benchmarks/bench_search_strategies.py",
@@ -237,10 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(work: Path, spaces: Path, args: argparse.Namespace) -> None:
     """Every sweep: per method the grid, then each strategy once per seed."""
-    base = Path(args.results).resolve() if args.results else work / "base"
-    base.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir()
+    work, base, logs = common.work_dirs("bench_search_strategies", args.results, work)
     env = common.bench_env(spaces, Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))
     print(f"work dir {work} (analyse it again with --from-work)", flush=True)
     common.ensure_reference(base, env, "sft", logs)

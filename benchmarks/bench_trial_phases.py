@@ -60,21 +60,14 @@ def one_trial(base: Path, work: Path, env: dict[str, str], logs: Path) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=None, help="results dir holding the tiny reference")
+    common.output_arguments(parser, Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--report-poll", type=float, default=None,
                         help="RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the run (default: raydaa's)")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
 
     command = shlex.join(["python", "benchmarks/bench_trial_phases.py", *(argv or sys.argv[1:])])
-    work = Path(tempfile.mkdtemp(prefix="bench_trial_phases-"))
-    base = Path(args.results).resolve() if args.results else work / "base"
-    base.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir()
+    work, base, logs = common.work_dirs("bench_trial_phases", args.results)
     spaces = common.make_spaces(work, method=METHOD, betas=[BETA], lrs=[LR], num_prompts=64)
     env = common.bench_env(spaces, Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))
     if args.report_poll is not None:

@@ -28,11 +28,12 @@ from raydaa.config.scenario import load_scenario
 from raydaa.data.collators import PreferenceCollator, SFTCollator
 from raydaa.data.tokenize import load_tokenizer
 from raydaa.evaluate.policy import evaluate_policy
+from raydaa.io.models import pretrained_model
 from raydaa.losses import LossConfig
 from raydaa.train.deepspeed_config import lr_factor
 from raydaa.train.objectives import PreferenceObjective, SFTObjective
 from raydaa.train.refcache import ensure_reference_cache
-from raydaa.train.stages import base_model, prepare, pretrained_model
+from raydaa.train.stages import base_model, prepare
 
 
 def train(model, objective, dataset, collate, *, lr, epochs, batch, seed=0):

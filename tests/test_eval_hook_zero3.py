@@ -26,8 +26,8 @@ import pytest
 import ray
 import torch
 
+from raydaa.io.models import pretrained_model
 from raydaa.train import TrainSettings, run_training
-from raydaa.train.stages import pretrained_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 

@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-
 import torch
+
 from raydaa.core.losses import METHODS, LossConfig, get_spec, uses_length_normalization
 from raydaa.data.check import data_check_main
 from raydaa.report.select import best_row

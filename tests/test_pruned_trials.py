@@ -21,6 +21,7 @@ from raydaa.sweep.callbacks import ResultsStoreCallback, row_line
 from raydaa.sweep.pruning import has_ended, is_intermediate, stop_reason
 from raydaa.sweep.search import trial_ended
 from raydaa.train import stages
+from raydaa.train.timeline import PHASES
 
 CONFIG = {"method": "dpo", "beta": 0.1, "lr": 1e-4}
 # What Tune holds as the last result of a trial stopped at its evaluation of step 8: the
@@ -69,6 +70,10 @@ def test_a_trial_stopped_mid_training_is_a_pruned_row(tmp_path, capsys):
     assert (row["eval_step"], row["final_loss"], row["reward_accuracy"]) == (8, 0.61, 0.7)
     assert row["device_seconds"] == 30.0 * scenario.resources.num_workers
     assert row["checkpoint_path"] == "" and row["diverged_step"] is None
+    # where its time went: only its last intermediate evaluation's time is known; the
+    # phases a trial's end measures (launch ... teardown) are null, never made up
+    assert row["eval_seconds"] == 2.5
+    assert all(row[key] is None for key in PHASES if key != "eval_seconds")
     assert capsys.readouterr().out.strip().endswith(
         "pruned: stopped by asha at step 8 (quality 0.406 on 32 prompts)")
 

@@ -4,7 +4,8 @@ Fast checks of its assets (Llama 3's vocabulary, special ids and template; multi
 UltraFeedback rows that raydaa's reader splits into a multi-turn prompt; the over-length
 drop and the left truncation at 4096; determinism; the reward model behind the judge), and
 one end-to-end run of the CLI: `raydaa search --scenario rehearsal --method dpo --mode
-optuna --num-trials 2`, in a fresh process from a temporary directory.
+optuna --num-trials 1`, in a fresh process from a temporary directory (one trial: a
+second adds ~2 minutes and no code path).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def test_the_judge_loads_the_builtin_reward_model_by_name(tmp_path, monkeypatch,
 # End to end, as a user runs it
 # ---------------------------------------------------------------------------------------
 
+TRIALS = 1
 SEARCH_TIMEOUT_S = 1800  # ~8 min on 2 idle cores; a shared machine takes longer
 
 
@@ -200,16 +202,16 @@ SEARCH_TIMEOUT_S = 1800  # ~8 min on 2 idle cores; a shared machine takes longer
 @pytest.mark.ray
 @pytest.mark.deepspeed
 def test_search_end_to_end(tmp_path):
-    """`raydaa search --scenario rehearsal --method dpo --mode optuna --num-trials 2` from a
+    """`raydaa search --scenario rehearsal --method dpo --mode optuna --num-trials 1` from a
     temporary directory, in a fresh process (its own local Ray, its own copy of the
-    reward model): SFT drops and counts the over-length row, both trials finish with a
+    reward model): SFT drops and counts the over-length row, the trial finishes with a
     win rate in [0, 1] and a finite KL >= 0, and every stage prints its peak memory."""
     results, log = tmp_path / "results", tmp_path / "search.log"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAYDAA_CACHE": str(tmp_path / "cache"), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
             "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
     command = [str(Path(sys.executable).with_name("raydaa")), "search", "--scenario", "rehearsal",
-               "--method", "dpo", "--mode", "optuna", "--num-trials", "2", "--results", str(results)]
+               "--method", "dpo", "--mode", "optuna", "--num-trials", str(TRIALS), "--results", str(results)]
     start = time.perf_counter()
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out,
@@ -231,17 +233,19 @@ def test_search_end_to_end(tmp_path):
         if re.search(r"stage 1.*after|peak|reference cache: 99|best dpo", line)
     ))
     assert code == 0, text[-5000:]
-    check_search_output(text, results)
+    check_search_output(text, results, TRIALS)
 
 
-def check_search_output(text: str, results: Path) -> None:
-    """What the end-to-end run must show: its CLI output `text` and its results folder."""
-    assert "best dpo configuration (2 finished trials)" in text, text[-3000:]
+def check_search_output(text: str, results: Path, trials: int) -> None:
+    """What the end-to-end run of `trials` trials must show: its CLI output `text` and its
+    results folder."""
+    plural = "trial" if trials == 1 else "trials"
+    assert f"best dpo configuration ({trials} finished {plural})" in text, text[-3000:]
 
     from raydaa.io.results_store import read_store
 
     rows = read_store(results, "rehearsal", "dpo").to_pylist()
-    assert len(rows) == 2
+    assert len(rows) == trials
     for row in rows:
         assert row["status"] == "finished", row["error"]
         assert 0.0 <= row["quality_low"] <= row["quality"] <= row["quality_high"] <= 1.0, row
@@ -258,7 +262,7 @@ def check_search_output(text: str, results: Path) -> None:
                      text), text[-3000:]
     lines = re.findall(r": finished, quality [\d.]+, KL [\d.e+-]+, peak memory: training [\d.]+ GiB "
                        r"resident per worker, evaluation [\d.]+ GiB resident$", text, re.MULTILINE)
-    assert len(lines) == 2, f"one line per trial expected, found {lines}"
+    assert len(lines) == trials, f"one line per trial expected, found {lines}"
     for row in rows:
         assert 100 < row["peak_rss_mib"] < 24 * 1024 and 100 < row["eval_peak_rss_mib"] < 24 * 1024, row
         assert row["sampling_tokens_per_s"] > 0, row

@@ -136,7 +136,7 @@ def test_the_kv_cache_is_used_when_the_checkpoint_says_use_cache_false(tmp_path,
     checkpointing sets) and that has no generation_config.json: transformers then
     generates without a cache, re-running the whole sequence for every new token. `sample`
     turns the cache on: after the prompt, each step feeds the model one token."""
-    from raydaa.train.stages import pretrained_model
+    from raydaa.io.models import pretrained_model
 
     trained = build_tiny_model(seed=0)
     trained.config.use_cache = False
@@ -166,7 +166,7 @@ def test_the_kv_cache_is_used_when_the_checkpoint_says_use_cache_false(tmp_path,
 def test_bf16_scenario_evaluates_in_bf16_and_kl_comes_back_float(tmp_path, monkeypatch):
     from raydaa.config.scenario import load_scenario
     from raydaa.evaluate import policy as policy_module
-    from raydaa.train import stages
+    from raydaa.io import models
 
     scenario = load_scenario("tiny")
     scenario.generation.num_prompts = scenario.judge.num_prompts = 6
@@ -177,14 +177,14 @@ def test_bf16_scenario_evaluates_in_bf16_and_kl_comes_back_float(tmp_path, monke
     build_tiny_model(0).save_pretrained(reference)
     build_tiny_tokenizer().save_pretrained(reference)
     loaded = []
-    original = stages.pretrained_model
+    original = models.pretrained_model
 
     def recording(path, **kwargs):
         model = original(path, **kwargs)
         loaded.append(next(model.parameters()).dtype)
         return model
 
-    monkeypatch.setattr(stages, "pretrained_model", recording)
+    monkeypatch.setattr(models, "pretrained_model", recording)
     metrics = policy_module.evaluate_policy(str(reference), str(reference), scenario)
     assert loaded and all(dtype == torch.bfloat16 for dtype in loaded)  # baseline, policy, ref
     for key in ("kl", "kl_low", "kl_high", "kl_k3"):

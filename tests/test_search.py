@@ -1,4 +1,4 @@
-"""`raydaa search` on a shrunken tiny scenario: grid, Optuna, divergence, interrupt + resume.
+"""`raydaa search` on a shrunken tiny scenario: grid, Optuna, divergence, kill + resume.
 
 The sweeps are real (Ray Tune driving Ray Train V2 + DeepSpeed trials, evaluation, the
 results store); only the sizes shrink: 12-step trials, 32 evaluation prompts, 2×2 grids.
@@ -75,8 +75,26 @@ def configs(table):
     )
 
 
-def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, results):
-    out = raydaa(spaces, "search", "--method", "dpo", "--mode", "grid", "--results", str(results))
+def test_grid_sweep_killed_then_resumed_matches_the_grid(spaces, results):
+    """The 2×2 grid, its driver and every process it started SIGKILLed once two rows are
+    written, then `--resume`d: every grid point has exactly one row (the diverging lr
+    recorded as diverged), and the rows finished before the kill are not run again."""
+    proc = raydaa(spaces, "search", "--method", "dpo", "--mode", "grid", "--results",
+                  str(results), wait=False)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(read_store(results, "tiny", "dpo")) < 2:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
+    proc.wait()
+    before = read_store(results, "tiny", "dpo").to_pylist()
+    assert 2 <= len(before) < 4
+    store = results / "tiny" / "store" / "dpo"
+    written = {r["trial_id"]: (store / f"{r['trial_id']}.parquet").stat().st_mtime_ns
+               for r in before}
+
+    out = raydaa(spaces, "search", "--method", "dpo", "--mode", "grid", "--resume",
+                 "--results", str(results))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "results_store" in out.stdout
     # Tune's progress table carries the columns a user watches
@@ -91,12 +109,14 @@ def test_grid_sweep_rows_match_the_grid_and_divergence_is_recorded(spaces, resul
             assert row["status"] == "finished", row["error"]
             assert 0 <= row["quality_low"] <= row["quality"] <= row["quality_high"] <= 1
             assert row["kl_k3"] >= 0 and row["checkpoint_path"]
-        assert_records(results, row)
+        assert_records(results, row)  # rows re-reported on resume still have their records
     assert len({r["trial_id"] for r in rows}) == 4
-    # trial drivers are reused: 4 trials, at most 2 at a time, in at most 2 processes
-    experiment = results / "tiny" / "tune" / "dpo-two_stage-grid"
-    drivers = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.open()}
-    assert 1 <= len(drivers) <= 2, drivers
+    kept = {r["trial_id"]: r for r in rows}
+    for row in before:  # finished before the kill: not run again, so its row is not rewritten
+        # (a rerun keeps the trial id and checkpoint path but measures its own
+        # device_seconds and writes the row file anew)
+        assert kept[row["trial_id"]] == row
+        assert (store / f"{row['trial_id']}.parquet").stat().st_mtime_ns == written[row["trial_id"]]
 
 
 def test_optuna_sweep_study_is_readable_from_sqlite(spaces, tmp_path, results):
@@ -139,36 +159,6 @@ def test_optuna_sweep_study_is_readable_from_sqlite(spaces, tmp_path, results):
             assert any(abs(r["quality"] - trial.value) < 1e-12 for r in match)
 
 
-def test_killed_sweep_resumes_without_rerunning_finished_trials(spaces, tmp_path, results):
-    shutil.copytree(
-        results / "tiny", tmp_path / "tiny", ignore=shutil.ignore_patterns("store", "tune", "runs")
-    )
-    proc = raydaa(spaces, "search", "--method", "dpo", "--results", str(tmp_path), wait=False)
-    deadline = time.time() + 600
-    while time.time() < deadline and len(read_store(tmp_path, "tiny", "dpo")) < 2:
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
-    proc.wait()
-    before = read_store(tmp_path, "tiny", "dpo").to_pylist()
-    assert 2 <= len(before) < 4
-    store = tmp_path / "tiny" / "store" / "dpo"
-    written = {r["trial_id"]: (store / f"{r['trial_id']}.parquet").stat().st_mtime_ns
-               for r in before}
-    out = raydaa(spaces, "search", "--method", "dpo", "--resume", "--results", str(tmp_path))
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    after = read_store(tmp_path, "tiny", "dpo")
-    assert configs(after) == sorted((b, lr) for b in BETAS for lr in LRS)
-    kept = {r["trial_id"]: r for r in after.to_pylist()}
-    for row in kept.values():  # rows re-reported on resume still have their records
-        assert_records(tmp_path, row)
-    for row in before:  # finished before the kill: not run again, so its row is not rewritten
-        # (a rerun keeps the trial id and checkpoint path but measures its own
-        # device_seconds and writes the row file anew)
-        assert kept[row["trial_id"]] == row
-        assert (store / f"{row['trial_id']}.parquet").stat().st_mtime_ns == written[row["trial_id"]]
-
-
 def test_multi_objective_optuna_study_keeps_exactly_the_pareto_front(spaces, tmp_path, results):
     """`--multi-objective`: the stored study has two directions (quality max, KL min), and
     its best_trials are exactly the non-dominated finished rows of the sweep's store."""
@@ -202,6 +192,11 @@ def test_multi_objective_optuna_study_keeps_exactly_the_pareto_front(spaces, tmp
     ran = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
     best = sorted((t.params["beta"], t.params["lr"]) for t in ran)
     assert best == front
+    # trial drivers are reused: 3 trials, at most 2 at a time, in at most 2 processes
+    experiment = tmp_path / "tiny" / "tune" / "dpo-two_stage-optuna-pareto"
+    drivers = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.open()}
+    assert len(list(experiment.glob("*/result.json"))) >= 3, list(experiment.iterdir())
+    assert 1 <= len(drivers) <= 2, drivers
     for trial in ran:  # the study's values are the rows' quality and KL
         matches = [r for r in rows if (r["beta"], r["lr"]) == (trial.params["beta"], trial.params["lr"])]
         assert any(trial.values == pytest.approx([m["quality"], m["kl"]], abs=1e-12) for m in matches)

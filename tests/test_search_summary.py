@@ -40,3 +40,10 @@ def test_a_sweep_without_rows_says_so(tmp_path, capsys):
     print_next_steps(str(tmp_path), "tiny", space, {}, None)
     out = capsys.readouterr().out
     assert "no finished dpo trial with a quality yet" in out and "Ray dashboard" not in out
+
+
+def test_one_finished_trial_is_one_trial(tmp_path, capsys):
+    space = load_method_space("orpo", load_scenario("tiny"))
+    write_row(tmp_path, "tiny", orpo_row("two1", space.grid()[0], 0.61))
+    print_next_steps(str(tmp_path), "tiny", space, {}, None)
+    assert "best orpo configuration (1 finished trial): " in capsys.readouterr().out

@@ -6,7 +6,7 @@ import pytest
 
 from raydaa.config.defaults import DEFAULT_BATCH_TOKENS
 from raydaa.data.token_batches import in_original_order, token_batches
-from raydaa.train.metrics import peak_rss_mib
+from raydaa.io.memory import peak_rss_mib
 
 
 def check(lengths, budget):

@@ -22,8 +22,8 @@ import sys
 
 import pytest
 import ray
-
 import torch
+
 from raydaa.train import (
     BatchPlan,
     TrainSettings,

@@ -70,9 +70,9 @@ import torch
 from raydaa.core.logprobs import IGNORE_INDEX
 from raydaa.core.methods import LossConfig
 from raydaa.data.collators import PreferenceCollator
+from raydaa.io.models import pretrained_model
 from raydaa.train import TrainSettings, run_training
 from raydaa.train.objectives import PreferenceObjective
-from raydaa.train.stages import pretrained_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.deepspeed]
 

@@ -193,8 +193,9 @@ def print_next_steps(results: str, scenario: str, space, where: dict, dashboard:
         knobs = f"β={best['beta']:g} lr={best['lr']:g}"
         if best.get("sft_weight"):
             knobs += f" λ={best['lambda_']:g} sft_weight={best['sft_weight']:g}"
+        finished = sum(r["status"] == "finished" for r in rows)
         print(
-            f"\nbest {method} configuration ({sum(r['status'] == 'finished' for r in rows)} finished trials): "
+            f"\nbest {method} configuration ({finished} finished trial{'' if finished == 1 else 's'}): "
             f"{knobs}: quality {best['quality']:.4f} [{best['quality_low']:.4f}, {best['quality_high']:.4f}], "
             f"KL {best['kl']:.4f} [{best['kl_low']:.4f}, {best['kl_high']:.4f}]"
         )

@@ -342,7 +342,7 @@ def export_checkpoint(
 
     from raydaa.config.scenario import load_scenario
     from raydaa.data.tokenize import load_tokenizer
-    from raydaa.train.stages import pretrained_model
+    from raydaa.io.models import pretrained_model
 
     scenario = load_scenario(scenario_name)
     if prompts:

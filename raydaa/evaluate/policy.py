@@ -27,7 +27,7 @@ from raydaa.evaluate.judges import Judge, build_judge, win_rate
 from raydaa.evaluate.kl import completion_logps, kl_estimates, kl_per_prompt
 from raydaa.evaluate.records import prompt_records
 from raydaa.io import storage
-from raydaa.train.metrics import peak_rss_mib
+from raydaa.io.memory import peak_rss_mib
 
 
 def on_eval_device(model):
@@ -48,7 +48,7 @@ def eval_dtype(scenario) -> torch.dtype:
 
 def eval_model(path: str, scenario):
     """The HF checkpoint at `path` in `eval_dtype(scenario)`, on the evaluation device."""
-    from raydaa.train.stages import pretrained_model
+    from raydaa.io.models import pretrained_model
 
     return on_eval_device(pretrained_model(path, dtype=eval_dtype(scenario))).eval()
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
+import torch
 from torch.utils.data import default_collate
 
-import torch
 from raydaa.train import ops, phases
 from raydaa.train.checkpoint import export_hf, load_training_state, save_training_state
 from raydaa.train.deepspeed_config import (

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import resource
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from raydaa.io.memory import peak_rss_mib
 
 
 def count_tokens(batch: Mapping[str, Any]) -> int:
@@ -65,13 +65,6 @@ class StepStats:
 def is_finite(value: float | None) -> bool:
     """True for a finite number; None (no grad norm computed) counts as finite."""
     return value is None or math.isfinite(value)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes
-    on macOS). A reused Ray worker reports the peak of its whole life."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def peak_memory_mib(device: torch.device) -> dict[str, float]:

@@ -26,8 +26,8 @@ from raydaa.config.scenario import WatchdogConfig
 from raydaa.core.logprobs import SequenceLogps, concatenated_forward
 from raydaa.data.token_batches import in_original_order, token_batches
 from raydaa.io import storage
+from raydaa.io.memory import peak_rss_mib
 from raydaa.train import phases
-from raydaa.train.metrics import peak_rss_mib
 from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 
 COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")

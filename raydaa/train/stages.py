@@ -29,6 +29,7 @@ from raydaa.data.collators import SFTCollator
 from raydaa.data.preflight import ALL_SOURCES, preflight
 from raydaa.data.tokenize import Prepared, load_tokenizer, prepare_preferences, prepare_sft
 from raydaa.io import storage
+from raydaa.io.models import pretrained_model
 from raydaa.train.objectives import PreferenceObjective, SFTObjective
 from raydaa.train.refcache import ensure_reference_cache
 
@@ -46,16 +47,6 @@ def base_model(scenario: Scenario, **load_kwargs):
     if model is not None:
         return model
     return pretrained_model(scenario.model.hf_id, **load_kwargs)
-
-
-def pretrained_model(path: str, **load_kwargs):
-    """An HF checkpoint from a hub id, a directory, or an object-store URI (copied to this
-    node's cache first: transformers reads only local files)."""
-    from transformers import AutoModelForCausalLM
-
-    if storage.is_uri(path):
-        path = storage.local_copy(path)
-    return AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
 
 
 def prepare(
