@@ -44,9 +44,11 @@ def make_spaces(
     num_prompts: int,
     global_batch_size: int = 64,
     micro_batch_size: int = 32,
+    in_process: bool = True,
 ) -> Path:
     """A copy of the shipped raydaa/search_spaces/ whose `tiny` scenario is shrunken and whose `method` space
-    on tiny is betas × lrs. Returns the copy's root (for $RAYDAA_SEARCH_SPACES)."""
+    on tiny is betas × lrs. Returns the copy's root (for $RAYDAA_SEARCH_SPACES).
+    `in_process` False: tiny's runs go through Ray Train (resources.in_process)."""
     from raydaa.config.scenario import search_spaces_dir
 
     root = dst / "search_spaces"
@@ -57,6 +59,7 @@ def make_spaces(
     tiny["align"].update(global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
     tiny["generation"]["num_prompts"] = num_prompts
     tiny["judge"]["num_prompts"] = num_prompts
+    tiny["resources"]["in_process"] = in_process
     tiny_path.write_text(yaml.safe_dump(tiny))
     method_path = root / "methods" / f"{method}.yaml"
     space = yaml.safe_load(method_path.read_text())
@@ -160,7 +163,8 @@ class ProcessTree:
             return "the command's own process"
         for marker, kind in (
             ("ray::RayTrainWorker", "Ray Train workers (DeepSpeed training)"),
-            ("ray::ImplicitFunc", "Tune trial drivers (trial_driver: waits, then evaluates)"),
+            ("ray::ImplicitFunc", "Tune trial drivers (trial_driver: trains in process or "
+                                  "waits on Ray Train, then evaluates)"),
             ("ray::TrainController", "Ray Train controllers"),
             ("ray::", "other Ray actors and idle workers"),
             ("raylet", "Ray daemons (raylet, GCS, dashboard, monitors, agents)"),

@@ -6,8 +6,9 @@ Sweep side: the real command line,
     raydaa search --method dpo --mode grid --results DIR
 
 on a shrunken `tiny` (through `$RAYDAA_SEARCH_SPACES`, as tests/test_search.py does):
-Ray Tune runs one trial per grid point; each trial is a Ray Train V2 TorchTrainer with a
-DeepSpeed ZeRO-2 engine, then `evaluate_policy`, then a row in the results store.
+Ray Tune runs one trial per grid point; each trial trains a DeepSpeed ZeRO-2 engine in its
+driver process (one CPU worker: raydaa/train/in_process.py; with `--ray-train`, a Ray
+Train V2 TorchTrainer), then `evaluate_policy`, then a row in the results store.
 
 Baseline side (a subprocess of this script, `--baseline-only`): the simplest honest
 equivalent in one Python process, no Ray, no DeepSpeed. For each grid point: load the
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads of the baseline process (default 1: what each "
                              "trial's Ray Train worker uses, cpus_per_worker=1; more threads "
                              "spin-wait for each other on a machine shared with other jobs)")
+    parser.add_argument("--ray-train", action="store_true",
+                        help="trials train through Ray Train (resources.in_process: false) "
+                             "instead of in their drivers")
     parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     work, base, logs = common.work_dirs("bench_search_overhead", args.results)
     spaces = common.make_spaces(work, method=METHOD, betas=BETAS, lrs=LRS,
                                 num_prompts=NUM_PROMPTS, global_batch_size=GLOBAL_BATCH,
-                                micro_batch_size=MICRO_BATCH)
+                                micro_batch_size=MICRO_BATCH, in_process=not args.ray_train)
     env = common.bench_env(spaces, Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))
     print(f"work dir {work}; logs in {logs}", flush=True)
 
@@ -267,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": args.reference,
         "reference_seconds": ref["seconds"],
         "prepare_seconds": prepare_seconds,
+        "ray_train": args.ray_train,
         "sweep": sweep,
         "baseline": plain,
         "ratio_wall": sweep["wall_seconds"] / plain["wall_seconds"],
@@ -305,10 +310,12 @@ def render(r: dict[str, Any]) -> str:
         f"the tokenized data, the reference log-prob cache and the reference's samples on the "
         f"evaluation prompts (the call that checks or makes them took {r['prepare_seconds']:.1f} s; the cache, when missing, is computed by a Ray task).",
         "",
-        "- Sweep: `raydaa search --method dpo --mode grid` (Ray Tune grid, per trial one Ray "
-        "Train V2 TorchTrainer with 1 worker x 1 CPU running DeepSpeed ZeRO-2 on the CPU "
-        "accelerator, the final DeepSpeed checkpoint + HF export, `evaluate_policy`, a "
-        "results-store row).",
+        "- Sweep: `raydaa search --method dpo --mode grid` (Ray Tune grid, per trial "
+        + ("one Ray Train V2 TorchTrainer with 1 worker x 1 CPU (`resources.in_process: "
+           "false`)" if r.get("ray_train") else "one engine trained in the trial's driver "
+           "process (1 CPU, `raydaa/train/in_process.py`)")
+        + " running DeepSpeed ZeRO-2 on the CPU accelerator, the final DeepSpeed checkpoint "
+        "+ HF export, `evaluate_policy`, a results-store row).",
         f"- Baseline: the same 4 configs back to back in one process, no Ray: transformers "
         f"`from_pretrained`, torch AdamW (betas {tuple(b['betas'])}, wd 0), LambdaLR "
         f"linear warmup (ratio 0.03) + linear decay, grad clip 2, raydaa's BatchPlan order + "
@@ -365,9 +372,10 @@ def render(r: dict[str, Any]) -> str:
             f"`{label}` ×{len(secs)}: {sum(secs):.1f} CPU-s" for label, secs in top) + "."]
     lines += [
         "",
-        "Per trial, CPU-seconds: sweep Train workers "
-        + ", ".join(f"{x:.1f}" for x in sorted(s["train_worker_cpu"]))
-        + "; sweep trial drivers (evaluation, waiting) "
+        "Per trial, CPU-seconds: "
+        + (("sweep Train workers " + ", ".join(f"{x:.1f}" for x in sorted(s["train_worker_cpu"]))
+            + "; sweep trial drivers (evaluation, waiting) ") if s["train_worker_cpu"]
+           else "sweep trial drivers (each trains and evaluates the trials it ran) ")
         + ", ".join(f"{x:.1f}" for x in sorted(s["trial_driver_cpu"]))
         + "; baseline trials (train + eval) "
         + ", ".join(f"{t['cpu_seconds']:.1f}" for t in sorted(b["trials"],
@@ -380,7 +388,7 @@ def render(r: dict[str, Any]) -> str:
         f"- Concurrency: Tune's progress table showed at most "
         f"{tune_running if tune_running is not None else 'n/a'} trial(s) RUNNING; "
         f"the trials' own [start, end] intervals overlap {s['max_overlap']} at most "
-        "(raydaa derives `max_concurrent_trials` from the free CPUs: 2 cores / "
+        "(raydaa derives `max_concurrent_trials` from the cluster's CPUs: 2 cores / "
         "(1 worker x 1 CPU) = 2).",
         "- Start-up: sweep = from launch to the first trial driver's start (interpreter, "
         "imports, local Ray start, `prepare_alignment` on the cached data, Tuner set-up, "
@@ -394,9 +402,10 @@ def render(r: dict[str, Any]) -> str:
         "polling loops run longer when the sweep is slowed down).",
         "- Order: the baseline ran first, then the sweep (one round each)."
         + (f" {r['note']}" if r.get("note") else ""),
-        "- Per-trial sweep time = the trial driver's own time (Ray Train controller and "
-        "worker start, DeepSpeed init, training, checkpoint + HF export, evaluation), "
-        "from the row's `device_seconds`; its end is the row file's time.",
+        "- Per-trial sweep time = the trial driver's own time (with `--ray-train`, Ray "
+        "Train controller and worker start; DeepSpeed init, training, checkpoint + HF "
+        "export, evaluation), from the row's `device_seconds`; its end is the row file's "
+        "time.",
     ]
     return "\n".join(lines) + "\n"
 

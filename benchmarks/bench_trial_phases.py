@@ -3,9 +3,11 @@ on the shrunken `tiny` of the overhead benchmark), phase by phase from its resul
 (raydaa/train/timeline.py), and the CPU-seconds of every process the sweep started.
 
     launch     trial start -> its Ray Train worker process exists (Train controller
-               actor, placement group, worker actor)
+               actor, placement group, worker actor); ~0 when the trial trains in its
+               driver (the default for tiny; `--ray-train` for the other path)
     imports    worker process start -> training function runs (Ray Train, torch,
-               transformers imports; the torch process group)
+               transformers imports; the torch process group); in the driver: the
+               process group
     engine     op check, model load, deepspeed.initialize, data load
     train      the optimizer steps (and their reports to Ray Train)
     save       the final DeepSpeed checkpoint and HF export
@@ -64,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-poll", type=float, default=None,
                         help="RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the run (default: raydaa's)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--ray-train", action="store_true",
+                        help="the trial trains through Ray Train (resources.in_process: false)")
     args = parser.parse_args(argv)
 
     command = shlex.join(["python", "benchmarks/bench_trial_phases.py", *(argv or sys.argv[1:])])
     work, base, logs = common.work_dirs("bench_trial_phases", args.results)
-    spaces = common.make_spaces(work, method=METHOD, betas=[BETA], lrs=[LR], num_prompts=64)
+    spaces = common.make_spaces(work, method=METHOD, betas=[BETA], lrs=[LR], num_prompts=64,
+                                in_process=not args.ray_train)
     env = common.bench_env(spaces, Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))
     if args.report_poll is not None:
         env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = f"{args.report_poll:g}"
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [one_trial(base, work / f"run{i}", env, logs) for i in range(args.runs)]
     report = {"command": command, "machine": common.machine(), "note": args.note,
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-              "report_poll": args.report_poll, "runs": runs}
+              "report_poll": args.report_poll, "ray_train": args.ray_train, "runs": runs}
     common.publish(report, render, args.json, args.out or None)
     return 0
 
@@ -86,8 +91,10 @@ def render(r: dict[str, Any]) -> str:
     poll = ("Ray Train's default 2 s" if r["report_poll"] == 2 else
             f"{r['report_poll']:g} s" if r["report_poll"] is not None else "raydaa's 0.2 s")
     names = list(r["runs"][0]["phases"])
+    where = ("through Ray Train, report collection every " + poll if r.get("ray_train")
+             else "trained in its driver process")
     lines = [
-        f"## One tiny trial, phase by phase: report collection every {poll} ({r['date']})",
+        f"## One tiny trial, phase by phase: {where} ({r['date']})",
         "",
         f"Command: `{r['command']}`",
         "",

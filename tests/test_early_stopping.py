@@ -46,9 +46,10 @@ def spaces(tmp_path_factory):
 
 
 def train_processes(root: psutil.Process) -> dict[str, int]:
-    """Live Ray Train controllers and workers among the sweep's processes (its local Ray's
-    workers are its descendants; their titles are the actor class)."""
-    counts = {"TrainController": 0, "RayTrainWorker": 0}
+    """Live trial drivers (Tune's ImplicitFunc: tiny's one-worker runs train in them) and
+    Ray Train controllers and workers among the sweep's processes (its local Ray's workers
+    are its descendants; their titles are the actor class)."""
+    counts = {"ImplicitFunc": 0, "TrainController": 0, "RayTrainWorker": 0}
     for child in root.children(recursive=True):
         try:
             title = " ".join(child.cmdline())
@@ -76,9 +77,9 @@ def test_asha_prunes_weak_trials_and_their_runs_end(spaces, tiny_sft, tmp_path):
              "--max-concurrent-trials", "1", "--results", str(results)],
             env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
-        # While it runs: once a trial was pruned, its Train run's processes must be gone
-        # (the controller is owned by the stopped trial's actor, the workers by the
-        # controller). One trial at a time: later, never more than one run alive.
+        # While it runs: once a trial was pruned, its training must be gone (its driver,
+        # or the Train run the driver owns). One trial at a time: later, never more than
+        # one driver or run alive.
         root, samples, first_pruned = psutil.Process(proc.pid), [], None
         deadline = time.time() + 2400
         while proc.poll() is None:
@@ -101,6 +102,7 @@ def test_asha_prunes_weak_trials_and_their_runs_end(spaces, tiny_sft, tmp_path):
 
     later = [counts for when, counts in samples if first_pruned and when > first_pruned + 45]
     assert later, "no trial ran after the first pruned one: nothing to watch"
+    assert max(c["ImplicitFunc"] for c in later) <= 1, later
     assert max(c["TrainController"] for c in later) <= 1, later
     assert max(c["RayTrainWorker"] for c in later) <= 1, later
 

@@ -72,6 +72,7 @@ def runs(ray_cluster, tmp_path_factory):
     scenario.align.global_batch_size, scenario.align.micro_batch_size = 128, 64
     scenario.align.epochs = 1
     assert scenario.resources.max_failures == 1
+    scenario.resources.in_process = False  # Ray Train's worker restart is what is tested
     run_sft(scenario, results=results, base_init=True)
     shared = prepare_alignment(scenario, results=results)
     out = {}

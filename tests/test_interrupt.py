@@ -90,6 +90,13 @@ def trial_dirs(results: Path) -> list[Path]:
     return sorted((results / "tiny" / "runs").glob("dpo-*"))
 
 
+def changed(before: dict, after: dict, output: str) -> str:
+    """Which rows' keys an interrupt changed, and what the command said (for a failure)."""
+    diff = {t: {k: (v, after.get(t, {}).get(k)) for k, v in row.items()
+                if v != after.get(t, {}).get(k)} for t, row in before.items()}
+    return f"changed: {diff}; new rows: {sorted(set(after) - set(before))}\n{output[-3000:]}"
+
+
 def interrupted_cleanly(sweep: Sweep, code: int, ext: Path) -> None:
     assert code == 130, f"exit {code}:\n{sweep.output[-4000:]}"
     assert "interrupted" in sweep.output and "--resume" in sweep.output, sweep.output[-3000:]
@@ -137,7 +144,7 @@ def test_ctrl_c_at_every_moment_then_resume_completes_the_sweep(setup):
     sweep.wait_for(second_trial_evaluating, "the second trial's evaluation", timeout=900)
     kept = rows(results)
     interrupted_cleanly(sweep, sweep.interrupt(), ext)
-    assert rows(results) == kept
+    assert rows(results) == kept, changed(kept, rows(results), sweep.output)
 
     # 6. resume to the end
     sweep = Sweep(env, results)
@@ -148,5 +155,5 @@ def test_ctrl_c_at_every_moment_then_resume_completes_the_sweep(setup):
     final = rows(results)
     assert sorted(r["beta"] for r in final.values()) == BETAS  # exactly one row per config
     assert all(r["status"] == "finished" for r in final.values()), final
-    for trial_id, row in kept.items():
-        assert final[trial_id] == row  # finished before the interrupts: untouched
+    for trial_id, row in kept.items():  # finished before the interrupts: untouched
+        assert final[trial_id] == row, changed(kept, final, sweep.output)

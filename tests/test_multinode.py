@@ -54,7 +54,9 @@ def env(tmp_path_factory):
         {"betas": [0.1], "lrs": LRS},
         prompts=16,
         data={"preference": str(pairs)},
-        resources={"checkpoint_every": 2},
+        # through Ray Train: the loss under test is a Train worker's node (a one-worker
+        # run in its trial's driver is covered by tests/test_in_process.py)
+        resources={"checkpoint_every": 2, "in_process": False},
     )
     with s3_server() as aws, pytest.MonkeyPatch.context() as mp:
         for key, value in aws.items():

@@ -27,7 +27,7 @@ def run(study, beta, lr, state=TrialState.COMPLETE, value=0.5):
     return trial
 
 
-def test_a_repeat_of_a_complete_trial_is_told_its_value_and_names_its_twin():
+def test_a_repeat_of_a_complete_trial_is_told_its_value_and_names_its_twin(capsys):
     study = optuna.create_study(direction="maximize")
     first = run(study, 0.1, 1e-4, value=0.61)
     run(study, 0.5, 1e-4, value=0.7)
@@ -39,6 +39,8 @@ def test_a_repeat_of_a_complete_trial_is_told_its_value_and_names_its_twin():
     told = study.trials[repeat.number]
     assert told.state == TrialState.COMPLETE and told.value == 0.61
     assert told.user_attrs == {DUPLICATE_OF: first.number, "status": "duplicate"}
+    said = capsys.readouterr().out  # the user sees it was not trained, and why
+    assert f"trial {repeat.number} (" in said and f"repeats trial {first.number}" in said
 
 
 def test_a_repeat_of_a_running_or_failed_trial_fails_and_tells_no_value():

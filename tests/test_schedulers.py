@@ -16,8 +16,11 @@ from raydaa.sweep.intermediate import IntermediateResults
 from raydaa.sweep.schedulers import (
     SchedulerError,
     build_scheduler,
+    hyperband_first_bracket,
+    hyperband_warning,
     longest_run,
     scheduler_problem,
+    trials_at_once,
 )
 
 
@@ -152,3 +155,25 @@ def test_only_intermediate_evaluations_reach_tune(monkeypatch):
     for metrics in reports:
         callback.after_report(None, metrics, checkpoint="a checkpoint")
     assert forwarded == [([evaluation | {"reference_path": "/ref"}, evaluation], None)]
+
+
+@pytest.mark.parametrize(("max_steps", "factor"), [(12, 3), (81, 3), (24, 2), (5, 4)])
+def test_hyperband_first_bracket_is_rays(max_steps, factor):
+    ray_scheduler = HyperBandScheduler(time_attr="step", metric="quality", mode="max",
+                                       max_t=max_steps, reduction_factor=factor)
+    assert hyperband_first_bracket(max_steps, factor) == ray_scheduler._s_max_1
+
+
+def test_hyperband_creates_every_trial_when_drivers_hold_their_cpus():
+    assert trials_at_once("hyperband", 2, 6, drivers_hold_resources=True) == 6
+    assert trials_at_once("hyperband", 8, 6, drivers_hold_resources=True) == 8
+    # Ray Train runs would wait for workers under their start-up watchdog: the cap stays
+    assert trials_at_once("hyperband", 2, 6, drivers_hold_resources=False) == 2
+    assert trials_at_once("asha", 2, 6, drivers_hold_resources=True) == 2
+
+
+def test_a_hyperband_sweep_that_can_stop_nothing_is_told_so():
+    # tiny's 12 steps, η 3: the first bracket holds 3, a second needs 2 to stop one
+    assert "stop none" in hyperband_warning(4, 4, 12, 3)  # measured: 4 trials, none stopped
+    assert "stop none" in hyperband_warning(6, 2, 12, 3)  # 6 trials, 2 at once
+    assert hyperband_warning(6, 6, 12, 3) is None  # measured: one stopped

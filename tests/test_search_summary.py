@@ -47,3 +47,16 @@ def test_one_finished_trial_is_one_trial(tmp_path, capsys):
     write_row(tmp_path, "tiny", orpo_row("two1", space.grid()[0], 0.61))
     print_next_steps(str(tmp_path), "tiny", space, {}, None)
     assert "best orpo configuration (1 finished trial): " in capsys.readouterr().out
+
+
+def test_under_a_kl_budget_the_best_is_the_best_within_it(tmp_path, capsys):
+    space = load_method_space("orpo", load_scenario("tiny"))
+    inside, outside = space.grid()[:2]
+    write_row(tmp_path, "tiny", orpo_row("in", inside, 0.60) | {"kl": 0.3})
+    write_row(tmp_path, "tiny", orpo_row("out", outside, 0.70) | {"kl": 0.8})  # over budget
+    print_next_steps(str(tmp_path), "tiny", space, {}, None, kl_budget=0.5)
+    out = capsys.readouterr().out
+    assert (f"best orpo configuration within KL ≤ 0.5 (1 finished trial): "
+            f"β={inside['beta']:g} lr={inside['lr']:g}: quality 0.6000") in out
+    print_next_steps(str(tmp_path), "tiny", space, {}, None, kl_budget=0.1)
+    assert "no finished orpo trial with a quality within KL ≤ 0.1 yet" in capsys.readouterr().out

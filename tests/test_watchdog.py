@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
@@ -21,6 +22,7 @@ import ray
 from test_train_engine import BASE, causal_lm_loss, random_tokens, tiny_llama
 
 from raydaa.train import ops, phases, run_training
+from raydaa.train.in_process import usable as in_process_usable
 from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 
 # ---------------------------------------------------------------------------------------
@@ -162,6 +164,16 @@ def blocked_dataset(fifo: str):
         return f.read()
 
 
+def release(fifo) -> None:
+    """Let a reader blocked in `blocked_dataset` go (one run in this process's thread is
+    left there by its watchdog, and this process trains in process again once it ends);
+    nothing when no reader is left."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: no reader
+        pass
+
+
 def engine_run(tmp_path, name, *, dataset=None, loss_fn=causal_lm_loss, **settings):
     return run_training(
         {**BASE, **settings},
@@ -203,13 +215,15 @@ STARTUP_S = 40
 
 @pytest.mark.ray
 @pytest.mark.deepspeed
-def test_a_run_blocked_in_its_data_load_fails_with_that_phase(ray_cluster, tmp_path, capsys):
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "ray-train"])
+def test_a_run_blocked_in_its_data_load_fails_with_that_phase(ray_cluster, tmp_path, capsys,
+                                                              in_process):
     fifo = tmp_path / "never-written"
     os.mkfifo(fifo)
     start = time.monotonic()
     with pytest.raises(WatchdogTimeout) as caught:
         engine_run(tmp_path, "blocked-data", dataset=partial(blocked_dataset, str(fifo)),
-                   startup_timeout_s=STARTUP_S)
+                   startup_timeout_s=STARTUP_S, in_process=in_process)
     elapsed = time.monotonic() - start
     message = str(caught.value)
     assert message.startswith(f"no first step within {STARTUP_S} s (start-up watchdog): "
@@ -219,12 +233,25 @@ def test_a_run_blocked_in_its_data_load_fails_with_that_phase(ray_cluster, tmp_p
     assert STARTUP_S < elapsed < STARTUP_S + 45
     wait_for_free_cpus(2)  # the stuck worker is gone, its CPU free for the next run
     assert "blocked-data: rank0 data load" in capsys.readouterr().out  # the user saw the phase
+    assert in_process_usable() is not in_process  # an abandoned thread: later runs via Ray
+    release(fifo)
+    wait_until(in_process_usable, "the abandoned run's thread to end")
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.2)
+
+
+WAKE = threading.Event()
 
 
 def sleepy_loss(engine, batch, *, after_steps: int, state={"calls": 0}):  # noqa: B006
     state["calls"] += 1
-    if state["calls"] > after_steps:
-        time.sleep(3600)
+    while state["calls"] > after_steps and not WAKE.is_set():
+        time.sleep(0.2)  # in this frame, so the verdict's `where` names sleepy_loss
     return causal_lm_loss(engine, batch)
 
 
@@ -238,13 +265,16 @@ def test_a_run_that_stops_stepping_fails_as_a_stall(ray_cluster, tmp_path):
     assert message.startswith("no progress for 10 s after step 2 (stall watchdog)")
     assert "rank0: training at step 2/6" in message and "sleepy_loss" in message
     wait_for_free_cpus(2)
+    WAKE.set()  # the in-process run's thread then stops at its next step
+    wait_until(in_process_usable, "the stalled run's thread to end")
 
 
 @pytest.mark.ray
 @pytest.mark.deepspeed
 def test_a_run_whose_workers_never_start_says_what_it_asked_for(ray_cluster, tmp_path):
     with pytest.raises(WatchdogTimeout) as caught:
-        engine_run(tmp_path, "too-big", cpus_per_worker=8, startup_timeout_s=10)
+        engine_run(tmp_path, "too-big", cpus_per_worker=8, startup_timeout_s=10,
+                   in_process=False)  # a run in process asks Ray for nothing
     message = str(caught.value)
     assert "stuck in worker start" in message
     assert "each of 1 workers asks for {'CPU': 8}" in message and "'CPU': 2.0" in message
@@ -288,3 +318,4 @@ def test_a_hung_trial_fails_with_its_phase_and_the_sweep_goes_on(ray_cluster, tm
     assert "stuck in data load" in results[0]["error"], results[0]["error"]
     assert results[0]["seconds"] < STARTUP_S + 45
     assert results[1]["status"] == results[2]["status"] == "finished"
+    release(fifo)

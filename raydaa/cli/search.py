@@ -143,7 +143,8 @@ def search_main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 130
-    print_next_steps(results, scenario.name, space, where, dashboard, kind=args.space)
+    print_next_steps(results, scenario.name, space, where, dashboard, kind=args.space,
+                     kl_budget=kl_budget_of(args))
     if args.replicates is None:
         return 0
     return search_replicates(args, argv)
@@ -166,12 +167,22 @@ def search_replicates(args, argv: list[str] | None) -> int:
                      command="search")  # fmt: skip
 
 
+def kl_budget_of(args) -> float | None:
+    """K of an Optuna sweep's `--objective quality-at-kl:K`, else None."""
+    from raydaa.config.objective import parse_objective
+
+    if args.mode != "optuna" or not args.objective:
+        return None
+    return parse_objective(args.objective).kl_budget
+
+
 def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None,
-                     kind: str = "grid") -> None:
+                     kind: str = "grid", kl_budget: float | None = None) -> None:
     """What a user wants after a sweep: its best configuration, the report, the dashboards.
     The best is among this sweep's space only (the store may hold the method's other
     setups: single-stage rows beside two-stage ones); `kind` continuous: the box the grid
-    spans (an Optuna --space continuous sweep)."""
+    spans (an Optuna --space continuous sweep); with `kl_budget` (quality-at-kl:K), among
+    the rows whose KL is within it, as the study's own best."""
     from raydaa.config.optuna_space import in_space
     from raydaa.config.search_space import search_rows
     from raydaa.report.build import default_out
@@ -186,16 +197,20 @@ def print_next_steps(results: str, scenario: str, space, where: dict, dashboard:
     except ReportError:  # no row in the store at all
         rows = []
     rows = search_rows(rows)  # a configuration's seed replicates do not compete for best
+    within = ""
+    if kl_budget is not None:
+        within = f" within KL ≤ {kl_budget:g}"
+        rows = [r for r in rows if isinstance(r.get("kl"), float) and r["kl"] <= kl_budget]
     best = best_row(rows)
     if best is None:
-        print(f"\nno finished {method} trial with a quality yet: see the rows' errors in the report")
+        print(f"\nno finished {method} trial with a quality{within} yet: see the rows in the report")
     else:
         knobs = f"β={best['beta']:g} lr={best['lr']:g}"
         if best.get("sft_weight"):
             knobs += f" λ={best['lambda_']:g} sft_weight={best['sft_weight']:g}"
         finished = sum(r["status"] == "finished" for r in rows)
         print(
-            f"\nbest {method} configuration ({finished} finished trial{'' if finished == 1 else 's'}): "
+            f"\nbest {method} configuration{within} ({finished} finished trial{'' if finished == 1 else 's'}): "
             f"{knobs}: quality {best['quality']:.4f} [{best['quality_low']:.4f}, {best['quality_high']:.4f}], "
             f"KL {best['kl']:.4f} [{best['kl_low']:.4f}, {best['kl_high']:.4f}]"
         )

@@ -181,6 +181,12 @@ class ResourcesConfig:
     max_failures: int = 1
     """Restarts of a run's workers after a worker or node dies (Ray Train FailureConfig),
     each from the run's last checkpoint; -1: unlimited."""
+    in_process: bool = True
+    """A one-worker CPU run (tiny's trials, its SFT) trains in the process that starts it,
+    the trial's driver, instead of in a Ray Train worker group: no Train controller and
+    worker processes per run (their start-up was half a tiny trial). Its restarts after
+    an error (max_failures) happen in that process; a lost process is Tune's trial retry,
+    which resumes the run from its last checkpoint. false: every run through Ray Train."""
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     """Token budget of one reference-cache, KL-scoring or sampling batch, prompt +
     completion (for sampling, + max_new_tokens) and padding included: rows of similar
@@ -196,7 +202,8 @@ class ResourcesConfig:
             check_whole({"checkpoint_every": self.checkpoint_every})
         check_flags(
             {"use_gpu": self.use_gpu, "bf16": self.bf16,
-             "gradient_checkpointing": self.gradient_checkpointing}
+             "gradient_checkpointing": self.gradient_checkpointing,
+             "in_process": self.in_process}
         )
         check_counts({"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker})
         check_counts({"batch_tokens": self.batch_tokens}, each=True)

@@ -164,6 +164,13 @@ def upload_dir(local: str | Path, destination: str | Path) -> str:
     return destination
 
 
+def remove_dir(path: str | Path) -> None:
+    """Delete a storage directory and everything under it (nothing if it is not there)."""
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+        fs.delete_dir(inner)
+
+
 def upload_files(local: str | Path, destination: str | Path) -> None:
     """Copy a local directory's files into a storage directory, keeping what is there."""
     fs, inner = filesystem(destination)

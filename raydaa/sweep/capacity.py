@@ -21,7 +21,8 @@ AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def trial_request(resources) -> dict[str, float]:
-    """What one trial's Ray Train workers hold (the trial's driver asks for no CPU)."""
+    """What one trial's training holds: its Ray Train workers (the driver asks for no
+    CPU), or its driver when it trains its one worker itself (raydaa/train/in_process.py)."""
     request = {"CPU": float(resources.num_workers * resources.cpus_per_worker)}
     if resources.use_gpu:
         request["GPU"] = float(resources.num_workers)

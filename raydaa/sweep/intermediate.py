@@ -1,7 +1,8 @@
 """A trial's intermediate evaluations, from its Ray Train run to its Tune trial.
 
 `IntermediateResults` is Ray's `TuneReportCallback` (a Train V2 UserCallback run in the
-Train controller, which puts rank 0's report on the Tune session's queue: the Tune trial
+Train controller, or in the trial's driver for a run trained there (raydaa/train/
+in_process.py), which puts rank 0's report on the Tune session's queue: the Tune trial
 gets it as a result, and its scheduler and searcher see it), made to forward only the
 reports that carry an intermediate evaluation (raydaa.sweep.pruning.is_intermediate).
 The training-step reports in between stay in Ray Train: Tune checks every result for the

@@ -68,6 +68,10 @@ def tell_duplicate(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) 
     """Finish `trial`, a repeat of `twin`, without running it (see the module docstring)."""
     trial.set_user_attr(DUPLICATE_OF, twin.number)
     trial.set_user_attr("status", "duplicate")
+    shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in sorted(trial.params.items()))
+    print(f"optuna: trial {trial.number} ({shown}) repeats trial {twin.number}: "
+          "recorded with its result, not trained", flush=True)
     if twin.state == TrialState.COMPLETE:
         for key, value in twin.constraints.items():  # a constrained sampler needs them all
             trial.set_constraint(key, value)

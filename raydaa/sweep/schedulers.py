@@ -17,6 +17,7 @@ What a stopped trial leaves: raydaa.sweep.pruning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 SCHEDULERS = ("none", "asha", "hyperband")
@@ -90,3 +91,33 @@ def build_scheduler(kind: str, scenario, max_steps: int):
         )
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=max_steps,
                               reduction_factor=factor)
+
+
+def hyperband_first_bracket(max_steps: int, reduction_factor: float) -> int:
+    """Trials in Ray's first HyperBand bracket, which runs each to max_t and stops none:
+    round(log_η max_t) + 1 (HyperBandScheduler's s_max + 1)."""
+    return int(round(math.log(max_steps) / math.log(reduction_factor))) + 1
+
+
+def trials_at_once(kind: str, capacity: int, trials: int, *, drivers_hold_resources: bool) -> int:
+    """Tune's max_concurrent_trials when the user set none. HyperBand fills its brackets
+    with the trials that exist: capped at what the cluster runs at once, every trial lands
+    in its first bracket, which stops none (measured on tiny: docs/early-stopping.md). So
+    under hyperband every trial is created at once when each trial's driver holds its
+    training's resources (the ones that do not fit wait as PENDING); when drivers hold
+    none (Ray Train runs), the extra trials' runs would wait for workers under their
+    start-up watchdog instead, so the cap stays."""
+    if kind == "hyperband" and drivers_hold_resources:
+        return max(capacity, trials)
+    return capacity
+
+
+def hyperband_warning(trials: int, at_once: int, max_steps: int, reduction_factor: float) -> str | None:
+    """What to tell a user whose hyperband sweep cannot stop a trial, or None."""
+    first = hyperband_first_bracket(max_steps, reduction_factor)
+    if min(trials, at_once) > first + 1:
+        return None
+    return (f"note: HyperBand's first bracket ({first} trials at max_t {max_steps} steps, "
+            f"η {reduction_factor:g}) runs its trials to the end, and a second bracket needs "
+            f"2 or more trials to stop one; with {trials} trials, {at_once} created at once, "
+            "this sweep will likely stop none (more trials, or --scheduler asha)")

@@ -156,7 +156,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        at_once = settings.max_concurrent_trials or concurrency(scenario)
+        at_once = sweep_concurrency(settings, scenario, space, inputs.rows)
         shared = sweep_tune_config(sweep_scheduler(settings, scenario, space, inputs.rows))
         if settings.mode == "grid":
             tune_config = tune.TuneConfig(max_concurrent_trials=at_once, **shared)
@@ -208,12 +208,37 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
 def sweep_scheduler(settings: SearchSettings, scenario, space, rows: int):
     """The Tune scheduler of `--scheduler` (None for none), its max_t the longest trial's
     steps over the space's epochs."""
-    from raydaa.sweep.schedulers import build_scheduler, longest_run
+    from raydaa.sweep.schedulers import build_scheduler
+
+    return build_scheduler(settings.scheduler, scenario, longest_trial(scenario, space, rows))
+
+
+def longest_trial(scenario, space, rows: int) -> int:
+    from raydaa.sweep.schedulers import longest_run
     from raydaa.train.stages import recipe_steps
 
     epochs = {c.get("epochs") for c in space.grid()}
-    steps = longest_run(lambda e: recipe_steps(scenario.align, rows, e), epochs)
-    return build_scheduler(settings.scheduler, scenario, steps)
+    return longest_run(lambda e: recipe_steps(scenario.align, rows, e), epochs)
+
+
+def sweep_concurrency(settings: SearchSettings, scenario, space, rows: int) -> int:
+    """Trials Tune keeps at once: `--max-concurrent-trials`, or what the cluster holds
+    (raydaa.sweep.capacity), or under hyperband every trial when their drivers hold their
+    CPUs (raydaa.sweep.schedulers.trials_at_once); says when hyperband can stop none."""
+    from raydaa.sweep import optuna_sweep
+    from raydaa.sweep.schedulers import hyperband_warning, trials_at_once
+    from raydaa.train.in_process import trains_in_process
+
+    trials = space.size if settings.mode == "grid" else optuna_sweep.num_samples(settings, space)
+    at_once = settings.max_concurrent_trials or trials_at_once(
+        settings.scheduler, concurrency(scenario), trials,
+        drivers_hold_resources=trains_in_process(scenario.resources))
+    if settings.scheduler == "hyperband":
+        note = hyperband_warning(trials, at_once, longest_trial(scenario, space, rows),
+                                 scenario.early_stopping.reduction_factor)
+        if note:
+            print(note, flush=True)
+    return at_once
 
 
 def trial_ended(metrics: dict | None, results: str, scenario: str, method: str) -> bool:

@@ -4,7 +4,8 @@ Metrics (ray.util.metrics) are exported by each node's metrics agent in Promethe
 on its `--metrics-export-port` (Ray prefixes every name with `ray_`), and appear in the
 dashboard's Metrics view once Prometheus/Grafana are set up for it:
 
-    raydaa_train_loss, raydaa_train_step,      live, from each Train run's controller
+    raydaa_train_loss, raydaa_train_step,      live, from each run's controller (or the
+                                               trial's driver, for a run trained there)
     raydaa_tokens_per_second                   after every reported step
     raydaa_trial_quality, raydaa_trial_kl      once per finished trial, from the sweep's
     raydaa_trials_done                         driver (counter, by status), which outlives
@@ -79,8 +80,9 @@ def record_trial(tags: dict[str, str], metrics: dict[str, Any]) -> None:
 
 
 class TrainMetricsCallback(ray.train.UserCallback):
-    """Runs in the Train controller: after each report, the rank-0 loss, step and
-    throughput become gauges tagged with the trial."""
+    """Runs in the Train controller (or the trial's driver, for a run trained there):
+    after each report, the rank-0 loss, step and throughput become gauges tagged with the
+    trial."""
 
     def __init__(self, tags: dict[str, str]) -> None:
         self.tags = dict(tags)

@@ -14,17 +14,26 @@ from ray import tune
 from raydaa.sweep.callbacks import ResultsStoreCallback
 from raydaa.sweep.telemetry import trial_name
 from raydaa.sweep.trial import trial_driver
+from raydaa.train.in_process import trains_in_process
 from raydaa.train.stages import AlignmentInputs
 
-# The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune needs
-# a non-empty request, so it asks for a little memory and no CPU.
+# A driver whose run goes through Ray Train only waits on it (the run's workers hold the
+# CPUs/GPUs); Tune needs a non-empty request, so it asks for a little memory and no CPU.
+# A driver that trains its one-worker run itself (raydaa/train/in_process.py) holds its CPUs.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+
+
+def driver_resources(resources) -> dict[str, float]:
+    """What a trial's driver asks Tune for, given the scenario's resources."""
+    if trains_in_process(resources):
+        return DRIVER_RESOURCES | {"CPU": float(resources.cpus_per_worker)}
+    return DRIVER_RESOURCES
 
 
 def sweep_trainable(scenario, inputs: AlignmentInputs, results: str):
     return tune.with_resources(
         tune.with_parameters(trial_driver, scenario=scenario, inputs=inputs, results=results),
-        DRIVER_RESOURCES,
+        driver_resources(scenario.resources),
     )
 
 

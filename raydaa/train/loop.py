@@ -54,18 +54,19 @@ from raydaa.train.timeline import SAVED, TRAIN_END, TRAINING_START, marks
 RUNNING, FINISHED, STOPPED, DIVERGED = "running", "finished", "stopped", "diverged"
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Train with DeepSpeed on this worker; report metrics and checkpoints to Ray Train.
+def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
+    """Train with DeepSpeed on this worker; report metrics and checkpoints to Ray Train
+    (or to `session`: raydaa/train/in_process.py's, for a run in the calling process).
 
     Returns (rank 0's becomes `Result.return_value`): {"status", "step", "history",
     "timeline", "node_id", "hostname"}, where history is the list of metric dicts reported
     by this invocation (after a restart: since the checkpoint it resumed from), timeline
     its moments (raydaa.train.timeline) and node_id / hostname say where it ran.
     """
-    timeline = marks()
+    session = session or RayTrainSession()
+    timeline = marks(session.started)
     settings = TrainSettings.coerce(config["settings"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = session.rank, session.world
     if world != settings.num_workers:
         raise ValueError(f"settings.num_workers={settings.num_workers} but Ray started {world}")
     # 2 workers on 2 cores: more threads than reserved CPUs only oversubscribes.
@@ -74,10 +75,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     beacon = phases.beacon(token, f"rank{rank}") if token else _NoBeacon()
 
     engine = _build_engine(config["model_fn"], settings, beacon)
+    try:
+        return _train(engine, config, settings, session, timeline, beacon, rank, world)
+    finally:
+        # DeepSpeed's gradient hooks tie the engine to its parameters through autograd
+        # (C++ references Python's collector cannot see): without this, a process that
+        # trains again (a run in process, a reused trial driver) keeps every engine.
+        engine.destroy()
+
+
+def _train(engine: Any, config: dict[str, Any], settings: TrainSettings, session: Any,
+           timeline: dict[str, float], beacon: Any, rank: int, world: int) -> dict[str, Any]:
     device = engine.device
     start_step, tokens_seen = 0, 0
     # Ray's own checkpoint (a restart of this run) wins over the one we were started from.
-    checkpoint = ray.train.get_checkpoint() or _as_checkpoint(config.get("resume_from"))
+    checkpoint = session.checkpoint() or _as_checkpoint(config.get("resume_from"))
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_training_state(engine, Path(ckpt_dir), rank=rank)
@@ -99,11 +111,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     history: list[dict[str, Any]] = []
     # Where this attempt runs: a restart after a lost worker or node may land elsewhere.
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
+    where = {"node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+             "hostname": socket.gethostname()}
     if start_step >= settings.last_step:
         # Restarted from a checkpoint that is already the end: nothing left to train.
         status = FINISHED if start_step >= settings.total_steps else STOPPED
-        ray.train.report({"step": start_step, "status": status})
+        session.report({"step": start_step, "status": status})
         beacon.close()
         return {"status": status, "step": start_step, "history": history, **where}
     status = RUNNING
@@ -114,6 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     window_start, window_tokens = time.perf_counter(), 0
     run_start, run_tokens = window_start, 0  # this invocation's throughput, for progress
     for step in range(start_step, settings.last_step):
+        session.poll()  # an in-process run stops here when its watchdog or Ctrl-C asks
         lr = float(engine.get_lr()[0])  # the lr this step uses (scheduler stepped last step)
         stats = StepStats()
         for micro in range(settings.grad_accum_steps):
@@ -176,7 +190,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             beacon.phase(phases.CHECKPOINT, f"step {done}")
         if status != RUNNING:
             timeline[TRAIN_END] = time.time()
-        _report(engine, report, rank=rank, settings=settings, save=save and not diverged)
+        _report(session, engine, report, rank=rank, settings=settings,
+                save=save and not diverged)
         if status != RUNNING:
             timeline[SAVED] = time.time()
         history.append(report)
@@ -218,8 +233,8 @@ def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSetti
 
     if settings.use_gpu:
         torch.cuda.set_device(ray.train.torch.get_device())
-    # Ray Train already created the torch process group (gloo on CPU, nccl on GPU);
-    # DeepSpeed wraps that one instead of initialising its own.
+    # Ray Train (or raydaa/train/in_process.py, one rank) already created the torch process
+    # group (gloo on CPU, nccl on GPU); DeepSpeed wraps that one instead of its own.
     beacon.phase(phases.DEEPSPEED_INIT, "deepspeed.init_distributed")
     deepspeed.init_distributed(dist_backend="nccl" if settings.use_gpu else "gloo")
     ds_config = build_deepspeed_config(settings)
@@ -247,12 +262,35 @@ def _build_engine(model_fn: Callable[..., torch.nn.Module], settings: TrainSetti
     return engine
 
 
-def _report(engine: Any, metrics: dict[str, Any], *, rank: int, settings: TrainSettings,
-            save: bool) -> None:
-    """`ray.train.report` from every rank (it is a barrier); with a checkpoint, each rank
+class RayTrainSession:
+    """The loop's view of Ray Train on a worker: rank, world, the checkpoint to resume
+    from, reports. raydaa/train/in_process.py has the same four for a run in the calling
+    process."""
+
+    started = None
+    """This worker process was created for the run (raydaa/train/timeline.py)."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint: ray.train.Checkpoint | None = None,
+               checkpoint_dir_name: str | None = None) -> None:
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name)
+
+    def poll(self) -> None:
+        """Ray Train's controller stops its workers itself."""
+
+
+def _report(session: Any, engine: Any, metrics: dict[str, Any], *, rank: int,
+            settings: TrainSettings, save: bool) -> None:
+    """`report` from every rank (in Ray Train a barrier); with a checkpoint, each rank
     contributes its own directory (its ZeRO shard) and Ray merges them."""
     if not save:
-        ray.train.report(metrics)
+        session.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="raydaa-ckpt-") as tmp:
         directory = Path(tmp)
@@ -266,7 +304,7 @@ def _report(engine: Any, metrics: dict[str, Any], *, rank: int, settings: TrainS
         save_training_state(engine, directory, rank=rank, client_state=client_state)
         if settings.export_hf and metrics["status"] in (FINISHED, STOPPED):
             export_hf(engine, directory, rank=rank, zero_stage=settings.zero_stage)
-        ray.train.report(
+        session.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"checkpoint_step_{metrics['step']:06d}",

@@ -95,6 +95,10 @@ class TrainSettings:
     cpus_per_worker: int = 1
     """Ray CPU reservation per worker; also torch's intra-op thread count there."""
 
+    in_process: bool = True
+    """A one-worker CPU run trains in the process that starts it (raydaa/train/in_process.py)
+    instead of in a Ray Train worker; False: always through Ray Train's worker group."""
+
     startup_timeout_s: float = WatchdogConfig.startup_timeout_s
     """Seconds from the run's start to its first step before the watchdog stops it
     (worker start, process group, op build, model and data load all count)."""

@@ -122,6 +122,7 @@ def train_settings(
         "num_workers": res.num_workers,
         "cpus_per_worker": res.cpus_per_worker,
         "use_gpu": res.use_gpu,
+        "in_process": res.in_process,
         "lr": lr,
         "adam_betas": recipe.adam_betas,
         "warmup_ratio": recipe.warmup_ratio,
@@ -417,7 +418,8 @@ def run_alignment(
     **setting_overrides: Any,
 ) -> StageResult:
     """Train the reference policy with one DAA configuration (the policy starts at π_ref).
-    `callbacks`: Ray Train UserCallbacks (run in the Train controller). With the
+    `callbacks`: Ray Train UserCallbacks (run in the Train controller, or here for a run
+    trained in this process: raydaa/train/in_process.py). With the
     scenario's `intermediate_eval.eval_every`, rank 0 evaluates the current policy on the
     evaluation subset every that many steps (raydaa.evaluate.intermediate) and the
     metrics join those steps' reports."""

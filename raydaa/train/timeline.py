@@ -11,7 +11,8 @@ import psutil
 from raydaa.io.results_store import PHASE_COLUMNS
 
 PROCESS_START = "process_start"
-"""The worker process was created (Ray started it for this run)."""
+"""The worker process was created (Ray started it for this run); for a run in the calling
+process (raydaa/train/in_process.py), the moment that run was started."""
 LOOP_START = "loop_start"
 """The training function began: imports done, process group up."""
 TRAINING_START = "training_start"
@@ -26,9 +27,11 @@ PHASES = PHASE_COLUMNS
 """A trial's phases, in order (`phase_seconds`): columns of the results store."""
 
 
-def marks() -> dict[str, float]:
-    """A new timeline of this process, opened with its creation and now (loop start)."""
-    return {PROCESS_START: psutil.Process().create_time(), LOOP_START: time.time()}
+def marks(process_start: float | None = None) -> dict[str, float]:
+    """A new timeline, opened with the process's creation (or `process_start`, for a
+    process that was not created for this run) and now (loop start)."""
+    start = psutil.Process().create_time() if process_start is None else process_start
+    return {PROCESS_START: start, LOOP_START: time.time()}
 
 
 def phase_seconds(timeline: dict[str, float], *, started: float, returned: float,
@@ -46,9 +49,10 @@ def phase_seconds(timeline: dict[str, float], *, started: float, returned: float
         return None if at[a] is None or at[b] is None else max(0.0, at[b] - at[a])
 
     return {
-        # Ray Train controller, worker placement and process start
+        # Ray Train controller, worker placement and process start (in process: ~0)
         "launch_seconds": span("started", PROCESS_START),
         # the worker's imports (torch, transformers, DeepSpeed) and the process group
+        # (in process: the process group, once per process)
         "imports_seconds": span(PROCESS_START, LOOP_START),
         # op check, model load, deepspeed.initialize, checkpoint restore, data load
         "engine_seconds": span(LOOP_START, TRAINING_START),
