@@ -108,6 +108,12 @@ def test_a_run_started_again_under_its_name_resumes_from_its_last_checkpoint(ref
     assert [h["step"] for h in resumed.return_value["history"]] == [5, 6]
     assert resumed.return_value["status"] == "finished"
     torch.testing.assert_close(losses(resumed), losses(reference[0], {5, 6}), **RESUMED_TOL)
+    # started again once finished (its trial retried): nothing to train, and its last
+    # report, loss and tokens seen included, is what it says (not a loss-less row)
+    again = run(root, "again", checkpoint_every=2)
+    final = resumed.return_value["history"][-1]
+    assert again.return_value["history"] == [final]
+    assert again.metrics == final and final["loss"] == final["loss"]  # not NaN
 
 
 @pytest.mark.ray

@@ -87,13 +87,14 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> dict[s
 def _train(engine: Any, config: dict[str, Any], settings: TrainSettings, session: Any,
            timeline: dict[str, float], beacon: Any, rank: int, world: int) -> dict[str, Any]:
     device = engine.device
-    start_step, tokens_seen = 0, 0
+    start_step, tokens_seen, last_report = 0, 0, None
     # Ray's own checkpoint (a restart of this run) wins over the one we were started from.
     checkpoint = session.checkpoint() or _as_checkpoint(config.get("resume_from"))
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_training_state(engine, Path(ckpt_dir), rank=rank)
         _check_resumable(state, settings)
+        last_report = state.get("report")  # the report saved with it (absent in older ones)
         start_step = int(state["step"])
         tokens_seen = int(state.get("tokens_seen", 0))  # absent in older checkpoints
 
@@ -114,10 +115,14 @@ def _train(engine: Any, config: dict[str, Any], settings: TrainSettings, session
     where = {"node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
              "hostname": socket.gethostname()}
     if start_step >= settings.last_step:
-        # Restarted from a checkpoint that is already the end: nothing left to train.
+        # Restarted from a checkpoint that is already the end (a run started again after
+        # it finished, e.g. its trial retried): nothing left to train; its last report,
+        # saved with the checkpoint, is this invocation's, so loss and tokens seen survive.
         status = FINISHED if start_step >= settings.total_steps else STOPPED
-        session.report({"step": start_step, "status": status})
+        report = dict(last_report or {}) | {"step": start_step, "status": status}
+        session.report(report)
         beacon.close()
+        history = [report] if last_report else []
         return {"status": status, "step": start_step, "history": history, **where}
     status = RUNNING
     timeline[TRAINING_START] = time.time()
@@ -300,6 +305,9 @@ def _report(session: Any, engine: Any, metrics: dict[str, Any], *, rank: int,
             "seed": settings.seed,
             "global_batch_size": settings.global_batch_size,
             "tokens_seen": metrics["tokens_seen"],
+            # what a run started again from this checkpoint reports if nothing is left
+            "report": {k: v for k, v in metrics.items()
+                       if v is None or isinstance(v, bool | int | float | str)},
         }
         save_training_state(engine, directory, rank=rank, client_state=client_state)
         if settings.export_hf and metrics["status"] in (FINISHED, STOPPED):
