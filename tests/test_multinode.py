@@ -231,8 +231,15 @@ def dashboard(cluster, endpoint: str):
 
 def test_dashboard_lists_train_runs_by_readable_name(sweep, cluster):
     """Ray 2.60's dashboard serves Train V2 runs (name, attempts, workers) at
-    /api/train/v2/runs/v1; the run that lost its node has a second attempt."""
-    runs = {r["name"]: r for r in dashboard(cluster, "/api/train/v2/runs/v1")["train_runs"]}
+    /api/train/v2/runs/v1; the run that lost its node has a second attempt (of its own,
+    or of a second run that Tune's retry of the trial started)."""
+    # a trial Tune retries starts a second Train run under the same name: gather every
+    # attempt of every run a name has, oldest first
+    runs = {}
+    for run in dashboard(cluster, "/api/train/v2/runs/v1")["train_runs"]:
+        runs.setdefault(run["name"], []).extend(run["attempts"])
+    runs = {name: sorted(attempts, key=lambda a: a["start_time_ns"])
+            for name, attempts in runs.items()}
     rows = read_store(ROOT, "tiny").to_pylist()
     for row in rows:
         # the row's seed is the scenario's: these trials are no seed replicates, whose
@@ -240,9 +247,9 @@ def test_dashboard_lists_train_runs_by_readable_name(sweep, cluster):
         name = trial_name(row | {"seed": None}, row["trial_id"])
         assert name.startswith(f"dpo-b0.1-lr{row['lr']:g}-")
         assert name in runs, sorted(runs)
-        last = runs[name]["attempts"][-1]
+        last = runs[name][-1]
         assert [w["node_id"] for w in last["workers"]] == [row["node_id"]]
-    attempts = sorted(len(r["attempts"]) for r in runs.values())
+    attempts = sorted(len(a) for a in runs.values())
     assert attempts[-1] >= 2  # the run on worker_2 was restarted elsewhere
     nodes = dashboard(cluster, "/nodes?view=summary")["data"]["summary"]
     assert len(nodes) >= 3

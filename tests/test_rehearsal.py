@@ -258,7 +258,7 @@ def check_search_output(text: str, results: Path, trials: int) -> None:
     # training (max over its workers) and evaluation, on the console and in its row
     assert re.search(r"stage 1 \(SFT rehearsal\): finished after \d+ s, peak memory per worker: "
                      r"[\d.]+ GiB resident", text), text[-3000:]
-    assert re.search(r"reference cache: 99/99 pairs scored .*peak RSS of a scoring task [\d.]+ MiB",
+    assert re.search(r"reference cache: 99/99 pairs scored .*peak RSS of a scoring task [\d.,]+ MiB",
                      text), text[-3000:]
     lines = re.findall(r": finished, quality [\d.]+, KL [\d.e+-]+, peak memory: training [\d.]+ GiB "
                        r"resident per worker, evaluation [\d.]+ GiB resident$", text, re.MULTILINE)
