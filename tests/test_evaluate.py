@@ -125,7 +125,7 @@ def test_gpu_scenarios_evaluate_in_a_one_gpu_task_outside_the_trial_group(tmp_pa
     build_tiny_model(0).save_pretrained(reference)
     build_tiny_tokenizer().save_pretrained(reference)
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
+    context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True)
     try:
         group = placement_group([{"CPU": 1}])  # like a Tune trial's: no GPU in it
         ray.get(group.ready())
@@ -135,9 +135,16 @@ def test_gpu_scenarios_evaluate_in_a_one_gpu_task_outside_the_trial_group(tmp_pa
                 group, placement_group_capture_child_tasks=True
             ),
         )
-        metrics = ray.get(in_trial.remote(str(reference), str(reference), scenario), timeout=300)
+        metrics = ray.get(in_trial.remote(str(reference), str(reference), scenario,
+                                          name="dpo-b0.1-lr1e-06-t1"), timeout=300)
         scenario.resources.use_gpu = False  # the CPU path: in the calling process, no GPU
         cpu_metrics = ray.get(in_trial.remote(str(reference), str(reference), scenario))
+        # the task carries its trial's name in the dashboard's task views
+        from ray.util.state import list_tasks
+
+        named = list_tasks(address=f"http://{context.dashboard_url}",
+                           filters=[("name", "=", "evaluate dpo-b0.1-lr1e-06-t1")])
+        assert len(named) == 1, named
     finally:
         ray.shutdown()
     assert metrics["quality"] == 0.5 and metrics["kl"] == 0.0

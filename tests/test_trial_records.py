@@ -94,7 +94,7 @@ def test_a_finished_trial_has_its_records_and_a_rerun_keeps_them(driver, results
 
 
 def test_a_failed_evaluation_reports_its_row_and_writes_no_records(driver, results, monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("judge unreachable")
 
     monkeypatch.setattr(trial_module, "evaluate_trial", broken)

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
         "raydaa.cli.benchmark:main",
         "write a checkpoint's AlpacaEval / Arena-Hard answers (and score AlpacaEval)",
     ),
+    "dashboard": ("raydaa.cli.dashboard:main", "live sweep panels: Prometheus + raydaa's Grafana dashboard"),
     "report": ("raydaa.cli.report:main", "Pareto fronts, best-config tables and β plots"),
     "compare": ("raydaa.cli.compare:main", "is A really better than B? paired tests on the same prompts"),
     "evaluate": ("raydaa.cli.evaluate:main", "any checkpoint on a scenario's yardstick (quality, KL)"),

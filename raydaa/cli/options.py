@@ -109,3 +109,39 @@ def data_ready(prog: str, scenario, which: tuple[str, ...]) -> bool:
         print(f"{prog}: {err}", file=sys.stderr)
         return False
     return True
+
+
+def add_curve_options(parser: argparse.ArgumentParser) -> None:
+    """--log-to (repeatable), --mlflow-uri, --wandb-project: where trials' training curves go."""
+    group = parser.add_argument_group("training curves (docs/watching.md)")
+    group.add_argument(
+        "--log-to", action="append", metavar="BACKEND",
+        help="tensorboard, mlflow or wandb: every trial's per-step training metrics, "
+        "intermediate and final quality/KL and configuration go there; repeat the flag "
+        "(or give a comma list) for several, `none` for none (default: tensorboard, in the "
+        "Tune experiment's trial directories)",
+    )  # fmt: skip
+    group.add_argument(
+        "--mlflow-uri", default=None, metavar="URI",
+        help="MLflow tracking URI for --log-to mlflow (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<results>/<scenario>/mlflow.db)",
+    )  # fmt: skip
+    group.add_argument(
+        "--wandb-project", default=None, metavar="NAME",
+        help="W&B project for --log-to wandb (default: $WANDB_PROJECT, else "
+        "raydaa-<scenario>); WANDB_MODE=offline logs without a network",
+    )  # fmt: skip
+
+
+def curve_backends_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """The backends of --log-to, checked before anything starts: an unknown name, or one
+    whose library is not installed (naming the extra to install), is argparse's error."""
+    from raydaa.sweep.curve_loggers.settings import missing_package, parse_backends
+
+    try:
+        backends = parse_backends(args.log_to)
+    except ValueError as err:
+        parser.error(str(err))
+    if problem := missing_package(backends):
+        parser.error(problem)
+    return backends

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydaa.cli.options import add_location_options, data_ready, scenario_or_exit
+from raydaa.cli.options import (
+    add_curve_options,
+    add_location_options,
+    curve_backends_or_exit,
+    data_ready,
+    scenario_or_exit,
+)
 from raydaa.cli.optuna_options import add_optuna_options, check_optuna_options
 from raydaa.cli.values import positive_int
 from raydaa.io.ray_connection import connect_ray
@@ -64,8 +70,10 @@ def search_main(argv: list[str] | None = None) -> int:
         "HyperBand on quality; needs the scenario's intermediate_eval.eval_every); "
         "default: %(default)s",
     )  # fmt: skip
+    add_curve_options(parser)
     args = parser.parse_args(argv)
     check_optuna_options(parser, args)
+    log_to = curve_backends_or_exit(parser, args)  # a tracking library missing: before Ray
     if args.num_trials is not None and args.num_trials < 1:
         parser.error("--num-trials must be >= 1")
     if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
@@ -98,6 +106,7 @@ def search_main(argv: list[str] | None = None) -> int:
     if not data_ready("raydaa search", scenario, sources):  # before Ray starts
         return 2
     dashboard = connect_ray(args.address)
+    from raydaa.sweep.curve_loggers.settings import CurveSettingsError
     from raydaa.sweep.report_refresh import ReportRefreshCallback
     from raydaa.sweep.schedulers import SchedulerError
     from raydaa.sweep.search import SearchSettings, run_search
@@ -123,11 +132,14 @@ def search_main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 max_concurrent_trials=args.max_concurrent_trials,
                 scheduler=args.scheduler,
+                log_to=log_to,
+                mlflow_uri=args.mlflow_uri,
+                wandb_project=args.wandb_project,
             ),
             # the sweep keeps <results>/<scenario>/report/ current as trials finish
             callbacks=[ReportRefreshCallback(results, scenario.name)],
         )
-    except (DataValidationError, SchedulerError) as err:  # before the trials start
+    except (DataValidationError, SchedulerError, CurveSettingsError) as err:  # before trials
         print(f"raydaa search: {err}", file=sys.stderr)
         return 2
     interrupted = where.pop("interrupted")
@@ -144,7 +156,7 @@ def search_main(argv: list[str] | None = None) -> int:
         )
         return 130
     print_next_steps(results, scenario.name, space, where, dashboard, kind=args.space,
-                     kl_budget=kl_budget_of(args))
+                     kl_budget=kl_budget_of(args), log_to=tuple(log_to))
     if args.replicates is None:
         return 0
     return search_replicates(args, argv)
@@ -177,7 +189,8 @@ def kl_budget_of(args) -> float | None:
 
 
 def print_next_steps(results: str, scenario: str, space, where: dict, dashboard: str | None,
-                     kind: str = "grid", kl_budget: float | None = None) -> None:
+                     kind: str = "grid", kl_budget: float | None = None,
+                     log_to: tuple[str, ...] = ()) -> None:
     """What a user wants after a sweep: its best configuration, the report, the dashboards.
     The best is among this sweep's space only (the store may hold the method's other
     setups: single-stage rows beside two-stage ones); `kind` continuous: the box the grid
@@ -217,7 +230,14 @@ def print_next_steps(results: str, scenario: str, space, where: dict, dashboard:
     print(f"report:           {storage_join(default_out(results, scenario), 'report.md')}")
     print(f"                  (rebuild: raydaa report --scenario {scenario} --results {results})")
     if dashboard:
-        print(f"Ray dashboard:    {dashboard} (while this Ray runs; a local one stops with the command)")
+        from raydaa.io.ray_connection import token_auth_enabled
+
+        login = "; its token: `ray get-auth-token`" if token_auth_enabled() else ""
+        print(f"Ray dashboard:    {dashboard} (while this Ray runs; a local one stops with the "
+              f"command{login})")
+    if "tensorboard" in log_to and where.get("tune_experiment"):
+        print(f"TensorBoard:      tensorboard --logdir {where['tune_experiment']}  "
+              "(pip install tensorboard; every trial's steps: runs ending in /steps)")
     if where.get("optuna_storage"):
         print(
             f"optuna-dashboard: optuna-dashboard {where['optuna_storage']}  "

@@ -89,6 +89,13 @@ class SearchSettings:
     scheduler: str = "none"
     """none, asha or hyperband: stop weak trials on their intermediate evaluations
     (raydaa.sweep.schedulers; the scenario must set intermediate_eval.eval_every)."""
+    log_to: tuple[str, ...] = ("tensorboard",)
+    """Where every trial's training curves go: tensorboard, mlflow, wandb (any of them,
+    or none); raydaa.sweep.curve_loggers."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the results dir)."""
+    wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else raydaa-<scenario>)."""
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
@@ -117,6 +124,12 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
 
     # sources, formats and validation prompts, before stage 1 or anything else is computed
     preflight(scenario, ("preference", "validation") if space.init == "base" else ALL_SOURCES)
+    from raydaa.sweep.curve_loggers.settings import prepare_curves
+
+    # the tracking destinations (an MLflow experiment) before any compute
+    curves = prepare_curves(tuple(settings.log_to), results=results, scenario=scenario.name,
+                            mlflow_uri=settings.mlflow_uri, wandb_project=settings.wandb_project)
+    print(f"training curves: {curves.describe()}", flush=True)
     if reference_record(results, scenario) is None:
         print(
             f"stage 1: {'registering the base model' if space.init == 'base' else 'training SFT'} "
@@ -138,12 +151,13 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
     if settings.mode == "optuna":  # one Tune experiment per study
         name += study_name.removeprefix(f"{scenario.name}-{settings.method}-{settings.setup}")
     storage_path = settings.storage or storage.join(root, "tune")
-    trainable = sweep_trainable(scenario, inputs, results)
+    scheduler_name = None if settings.scheduler == "none" else settings.scheduler
+    # drivers are reused by trial after trial unless a scheduler stops trials (reuse_drivers)
+    trainable = sweep_trainable(scenario, inputs, results, curves, reused=scheduler_name is None)
     # SQLite needs a filesystem: with object-store results the study needs its own URL.
     optuna_url = settings.optuna_storage or (
         None if storage.is_uri(results) else f"sqlite:///{root}/optuna.db"
     )
-    scheduler_name = None if settings.scheduler == "none" else settings.scheduler
     run_config = sweep_run_config(name, storage_path, results, scenario, callbacks=callbacks,
                                   scheduler=scheduler_name)
     path = f"{storage_path.rstrip('/')}/{name}"
@@ -187,6 +201,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
+    print(watch_lines(path, curves.backends), flush=True)
     grid = tuner.fit()
     expected = space.size if settings.mode == "grid" else optuna_sweep.trials_expected(
         settings, space, optuna_url, scenario.name, created=len(grid))
@@ -203,6 +218,14 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         "optuna_storage": optuna_url if settings.mode == "optuna" else None,
         "optuna_study": study_name if settings.mode == "optuna" else None,
     }
+
+
+def watch_lines(experiment: str, backends: tuple[str, ...]) -> str:
+    """Where to watch the sweep while it runs (docs/watching.md), printed as it starts."""
+    lines = ["watch it: raydaa dashboard  (live panels of every trial: Prometheus, Grafana)"]
+    if "tensorboard" in backends:
+        lines.append(f"          tensorboard --logdir {experiment}  (training curves)")
+    return "\n".join(lines)
 
 
 def sweep_scheduler(settings: SearchSettings, scenario, space, rows: int):

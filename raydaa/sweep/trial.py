@@ -15,15 +15,23 @@ from raydaa.config.search_space import AlignConfig
 from raydaa.io import storage
 from raydaa.io.prompt_records import write_records
 from raydaa.io.results_store import read_row
+from raydaa.sweep.curve_loggers.logger import open_curves
 from raydaa.sweep.pruning import PRUNED, RUNNING
-from raydaa.sweep.telemetry import TrainMetricsCallback, trial_name
-from raydaa.train.stages import AlignmentInputs
+from raydaa.sweep.telemetry import (
+    TrainMetricsCallback,
+    record_trial_start,
+    sweep_name,
+    trial_name,
+)
+from raydaa.train.stages import AlignmentInputs, recipe_steps
 from raydaa.train.timeline import PHASES, phase_seconds
 
 
-def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, results: str) -> None:
+def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, results: str,
+                 curves=None) -> None:
     """One trial: train (one TorchTrainer), evaluate, report once. Never raises for a bad
-    configuration: a failed or diverged run is reported with its reason."""
+    configuration: a failed or diverged run is reported with its reason. `curves`: where
+    its training curves go (raydaa.sweep.curve_loggers; None: TensorBoard)."""
     from raydaa.train.stages import run_alignment
 
     trial_id = tune.get_context().get_trial_id()
@@ -36,16 +44,22 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
         # per-prompt records were written before that row).
         tune.report(stored_result(done))
         return
-    tags = {"scenario": scenario.name, "method": method, "trial": name}
+    tags = {"sweep": sweep_name(tune.get_context()), "scenario": scenario.name,
+            "method": method, "trial": name}
     align = AlignConfig.from_config(config)
     start, started_at = time.perf_counter(), time.time()
-    callbacks = [TrainMetricsCallback(tags)]
+    total_steps = recipe_steps(scenario.align, inputs.rows, align.epochs)
+    record_trial_start(tags, total_steps)
+    callbacks = [TrainMetricsCallback(tags, total_steps)]
     if scenario.intermediate_eval.eval_every is not None:
         from raydaa.sweep.intermediate import IntermediateResults
 
         # the run's intermediate evaluations become this trial's intermediate results
         callbacks.append(IntermediateResults({"reference_path": inputs.reference_path,
                                               "reference_cache": inputs.cache or ""}))
+    # every training report (and, at the end, the final result) on TensorBoard/MLflow/W&B
+    curve_log = open_curves(curves, config, trial=name, trial_id=trial_id, scenario=scenario.name)
+    callbacks.append(curve_log)
     # Same name on a Tune retry or --resume: Ray Train resumes the run from its checkpoint.
     run = run_alignment(scenario, align, inputs, results=results, name=name, callbacks=callbacks)
     returned_at = time.time()
@@ -82,7 +96,7 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
     }
     if run.status == "finished":
         try:
-            evaluation = evaluate_trial(run.path, inputs.reference_path, scenario)
+            evaluation = evaluate_trial(run.path, inputs.reference_path, scenario, name=name)
             # Per-prompt records go to storage here, never through Tune: written before the
             # report, so a row in the store always has its records.
             write_records(results, scenario.name, method, trial_id, evaluation.pop("records"))
@@ -96,6 +110,7 @@ def trial_driver(config: dict[str, Any], *, scenario, inputs: AlignmentInputs, r
     evaluated = time.time() if math.isfinite(metrics["quality"]) else None
     metrics |= phase_seconds(run.timeline, started=started_at, returned=returned_at,
                              evaluated=evaluated)
+    curve_log.finish(run.history, metrics)
     tune.report(metrics)
 
 
@@ -147,7 +162,7 @@ def _evaluate_local(policy: str, reference: str, scenario) -> dict[str, Any]:
     return metrics | {"eval_gpus": len(ray.get_gpu_ids()) if ray.is_initialized() else 0}
 
 
-def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:
+def evaluate_trial(policy: str, reference: str, scenario, name: str = "") -> dict[str, Any]:
     """Evaluate a trained policy. On CPU scenarios, in the trial's own process. On GPU
     scenarios, as a Ray task asking for one GPU: the trial's driver holds no GPU (its
     workers' GPUs are free again once training ends), and sampling an 8B model on a CPU
@@ -161,7 +176,8 @@ def evaluate_trial(policy: str, reference: str, scenario) -> dict[str, Any]:
         num_gpus=1,
         num_cpus=1,
         scheduling_strategy="DEFAULT",
-        name=f"evaluate:{PurePosixPath(policy).name}",
+        # the task's name in the dashboard: its trial's (a checkpoint's folder is `hf`)
+        name=f"evaluate {name or PurePosixPath(policy).parent.parent.name}",
     )
     return ray.get(task.remote(policy, reference, scenario))
 

@@ -12,7 +12,7 @@ from typing import Any
 from ray import tune
 
 from raydaa.sweep.callbacks import ResultsStoreCallback
-from raydaa.sweep.telemetry import trial_name
+from raydaa.sweep.telemetry import SweepMetricsCallback, trial_name
 from raydaa.sweep.trial import trial_driver
 from raydaa.train.in_process import trains_in_process
 from raydaa.train.stages import AlignmentInputs
@@ -30,11 +30,44 @@ def driver_resources(resources) -> dict[str, float]:
     return DRIVER_RESOURCES
 
 
-def sweep_trainable(scenario, inputs: AlignmentInputs, results: str):
-    return tune.with_resources(
-        tune.with_parameters(trial_driver, scenario=scenario, inputs=inputs, results=results),
+REUSED_DRIVER = "raydaa trial driver (reused: one trial after another)"
+
+
+class NamedDriver:
+    """Mixed into Tune's function trainable (its `__mixins__`). The Ray dashboard's Actors
+    view shows an actor's repr, which Ray reads once, when the actor has started: a
+    driver's is its trial's readable name, or what it is when Tune reuses it for trial
+    after trial (reuse_drivers). Tune's own repr is the function's name, `trial_driver`."""
+
+    reused = False
+
+    def setup(self, config, *args, **kwargs):
+        # ImplicitFunc.__repr__ returns self._name (a class attribute: shadowed here)
+        self._name = REUSED_DRIVER if self.reused else trial_name(config, self.trial_id)
+        return super().setup(config, *args, **kwargs)
+
+
+class ReusedDriver(NamedDriver):
+    reused = True  # a class of its own: workers import the mixins by name
+
+
+def sweep_trainable(scenario, inputs: AlignmentInputs, results: str, curves=None,
+                    reused: bool = True):
+    """`curves`: where trials log their training curves (raydaa.sweep.curve_loggers
+    CurveSettings; None: TensorBoard). `reused`: whether Tune reuses drivers (reuse_drivers),
+    for the name a driver shows in the dashboard."""
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, scenario=scenario, inputs=inputs, results=results,
+                             curves=curves),
         driver_resources(scenario.resources),
     )
+    return named_drivers(trainable, reused)
+
+
+def named_drivers(trainable, reused: bool):
+    """`trainable` (a function for Tune) whose drivers carry a readable repr (NamedDriver)."""
+    trainable.__mixins__ = (ReusedDriver if reused else NamedDriver,)
+    return trainable
 
 
 def tune_trial_name(trial) -> str:
@@ -81,7 +114,9 @@ def sweep_run_config(
         storage_path=storage_path,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=1),
-        callbacks=[ResultsStoreCallback(results, scenario, scheduler), *callbacks],
+        # the sweep's live trial counts (raydaa_sweep_trials) right after the rows
+        callbacks=[ResultsStoreCallback(results, scenario, scheduler),
+                   SweepMetricsCallback(name, scenario.name), *callbacks],
     )
 
 

@@ -10,6 +10,7 @@ same file and no trial ever holds or runs a reference model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -33,6 +34,14 @@ from raydaa.train.watchdog import Limits, RunWatch, WatchdogTimeout
 COLUMNS = ("index", "chosen_logp_sum", "chosen_count", "rejected_logp_sum", "rejected_count")
 SCHEMA = pa.schema([("index", pa.int64())] + [(name, pa.float64()) for name in COLUMNS[1:]])
 _SAMPLE_BYTES = 1 << 20  # bytes read from each end of a checkpoint file for its fingerprint
+PROGRESS_METRICS = (  # (key, name, kind, description, tags, when): raydaa.sweep.telemetry
+    ("scored", "raydaa_refcache_pairs_scored", "gauge",
+     "Preference pairs the reference has scored so far for the cache being computed",
+     ("reference",), "every second while the cache is computed, by the process computing it"),
+    ("total", "raydaa_refcache_pairs_total", "gauge",
+     "Preference pairs the cache being computed holds when done", ("reference",),
+     "as raydaa_refcache_pairs_scored"),
+)
 
 
 def checkpoint_fingerprint(directory: str | Path) -> str:
@@ -120,6 +129,22 @@ def _score_shard(
     return pa.table(out, schema=SCHEMA)
 
 
+@functools.cache
+def _progress_gauges() -> dict:
+    from ray.util.metrics import Gauge  # created on first use, in the computing process
+
+    return {key: Gauge(name, text, tag_keys=tags)
+            for key, name, _, text, tags, _ in PROGRESS_METRICS}
+
+
+def _progress(reference_dir, scored: int, total: int) -> None:
+    """The live progress gauges (`raydaa dashboard`'s reference-cache panel), both set
+    each time: Ray stops exporting a gauge not set for ~20 s."""
+    gauges, tags = _progress_gauges(), {"reference": str(reference_dir)}
+    gauges["total"].set(float(total), tags=tags)
+    gauges["scored"].set(float(scored), tags=tags)
+
+
 def compute_reference_logps(
     reference_dir: str | Path,
     dataset,
@@ -155,10 +180,11 @@ def compute_reference_logps(
         return table, peak_rss_mib()  # the task's peak resident memory, MiB
 
     # on GPU clusters each shard takes one GPU: scoring an 8B reference on CPUs takes hours
-    score = score.options(num_gpus=1 if use_gpu else 0, name="refcache:score")
+    gpus = 1 if use_gpu else 0
     who = [f"shard{i}" for i in range(num_workers)]
-    pending = [
-        score.remote(rows[a:b], w) for a, b, w in zip(bounds[:-1], bounds[1:], who, strict=True)
+    pending = [  # named for the dashboard's task views: which pairs each task scores
+        score.options(num_gpus=gpus, name=f"reference cache: pairs {a}-{b} of {len(rows)}")
+        .remote(rows[a:b], w) for a, b, w in zip(bounds[:-1], bounds[1:], who, strict=True)
     ]
     refs = list(pending)
     if limits is None:  # the scenario's defaults
@@ -166,6 +192,7 @@ def compute_reference_logps(
         limits = Limits(default.startup_timeout_s, default.stall_timeout_s)
     watch = RunWatch(limits, who, started=time.monotonic())
     say(f"reference cache: scoring {len(rows)} pairs in {num_workers} Ray tasks ...")
+    _progress(reference_dir, 0, len(rows))
     last_line, start = 0.0, time.monotonic()
     try:
         while pending:
@@ -176,13 +203,15 @@ def compute_reference_logps(
                 for ref in pending:
                     ray.cancel(ref, force=True)
                 raise WatchdogTimeout(f"reference cache: {verdict}")
+            done = sum(int(r.get("step") or 0) for r in records.values())
+            _progress(reference_dir, done, len(rows))
             if pending and time.monotonic() - last_line > 15:
-                done = sum(int(r.get("step") or 0) for r in records.values())
                 say(f"reference cache: {done}/{len(rows)} pairs scored "
                     f"({time.monotonic() - start:.0f} s)")
                 last_line = time.monotonic()
         scored = ray.get(refs)
         peak = max(p for _, p in scored)
+        _progress(reference_dir, len(rows), len(rows))
         say(f"reference cache: {len(rows)}/{len(rows)} pairs scored "
             f"({time.monotonic() - start:.0f} s; largest peak RSS of a scoring task "
             f"{peak:,.0f} MiB)")
