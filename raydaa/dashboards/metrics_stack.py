@@ -78,6 +78,13 @@ class RaySession:
     def prometheus_config(self) -> Path:
         return self.metrics / "prometheus" / "prometheus.yml"
 
+    def discovery_age(self, now: float | None = None) -> float | None:
+        """Seconds since Ray's dashboard last rewrote the discovery file; None: no file."""
+        try:
+            return (time.time() if now is None else now) - self.discovery.stat().st_mtime
+        except OSError:
+            return None
+
     @property
     def grafana_ini(self) -> Path:
         return self.metrics / "grafana" / "grafana.ini"
@@ -123,10 +130,7 @@ def find_session(session_dir: str | Path | None = None, temp_dir: str | Path | N
     session = RaySession(Path(session_dir).resolve())
     if not session.path.is_dir():
         raise MetricsStackError(f"no Ray session directory at {session.path}")
-    try:
-        age = (time.time() if now is None else now) - session.discovery.stat().st_mtime
-    except OSError:
-        age = None
+    age = session.discovery_age(now)
     if age is None or age > STALE_S:
         why = "has no " if age is None else f"last rewrote {age:.0f} s ago its "
         raise MetricsStackError(
@@ -262,10 +266,8 @@ def _end(pid: int, grace_s: float = 10.0) -> None:
 
 
 def session_alive(session: RaySession) -> bool:
-    try:
-        return time.time() - session.discovery.stat().st_mtime <= STALE_S
-    except OSError:
-        return False
+    age = session.discovery_age()
+    return age is not None and age <= STALE_S
 
 
 def grafana_command(session: RaySession) -> str:

@@ -27,7 +27,7 @@ def is_intermediate(result: dict[str, Any] | None) -> bool:
     if not result or result.get("status") != RUNNING:
         return False
     quality, step = result.get("quality"), result.get("step")
-    return _finite(quality) and _finite(step)
+    return finite_real(quality) and finite_real(step)
 
 
 def stop_reason(scheduler: str | None, result: dict[str, Any]) -> str:
@@ -52,7 +52,7 @@ def pruned_fields(result: dict[str, Any], scheduler: str | None, workers: int) -
         "reward_accuracy": result.get("rewards/accuracy"),
         "diverged_step": None,
         "checkpoint_path": "",
-        "device_seconds": seconds * workers if _finite(seconds) else None,
+        "device_seconds": seconds * workers if finite_real(seconds) else None,
     }
 
 
@@ -67,5 +67,6 @@ def has_ended(metrics: dict[str, Any] | None, stored_status: str | None) -> bool
     return bool(status)
 
 
-def _finite(value: Any) -> bool:
+def finite_real(value: Any) -> bool:
+    """A finite int or float, never a bool (a flag is no measurement)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

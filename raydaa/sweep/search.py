@@ -31,7 +31,12 @@ from raydaa.core.methods import METHOD_SPECS
 from raydaa.io import storage
 from raydaa.io.results_store import store_root
 from raydaa.sweep.capacity import concurrency
-from raydaa.sweep.tuner import sweep_run_config, sweep_trainable, sweep_tune_config
+from raydaa.sweep.tuner import (
+    reuse_drivers,
+    sweep_run_config,
+    sweep_trainable,
+    sweep_tune_config,
+)
 from raydaa.train.stages import scenario_root
 
 
@@ -152,8 +157,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[tune.Callback] = ()
         name += study_name.removeprefix(f"{scenario.name}-{settings.method}-{settings.setup}")
     storage_path = settings.storage or storage.join(root, "tune")
     scheduler_name = None if settings.scheduler == "none" else settings.scheduler
-    # drivers are reused by trial after trial unless a scheduler stops trials (reuse_drivers)
-    trainable = sweep_trainable(scenario, inputs, results, curves, reused=scheduler_name is None)
+    reused = reuse_drivers(scheduler_name)["reuse_actors"]  # for the name drivers show
+    trainable = sweep_trainable(scenario, inputs, results, curves, reused=reused)
     # SQLite needs a filesystem: with object-store results the study needs its own URL.
     optuna_url = settings.optuna_storage or (
         None if storage.is_uri(results) else f"sqlite:///{root}/optuna.db"

@@ -139,12 +139,18 @@ def record_trial(tags: dict[str, str], metrics: dict[str, Any]) -> None:
     sweep's driver; the sweep tag, when `tags` lack it, is the one SweepMetricsCallback saw
     the trial in."""
     tags = {"sweep": _SWEEP_OF.get(tags.get("trial", ""), ""), **tags}
+    _set_quality_kl(metrics, _tagged(tags))
+    status = str(metrics.get("status", "failed"))
+    _metrics()["done"].inc(1.0, tags=_tagged(tags | {"status": status}, DONE_TAGS))
+
+
+def _set_quality_kl(metrics: dict[str, Any], tags: dict[str, str], prefix: str = "") -> None:
+    """The quality and KL gauges (`eval_` ones for an intermediate evaluation) from
+    `metrics`, each when finite."""
     gauges = _metrics()
     for key in ("quality", "kl"):
         if finite_number(metrics.get(key)):
-            gauges[key].set(float(metrics[key]), tags=_tagged(tags))
-    status = str(metrics.get("status", "failed"))
-    gauges["done"].inc(1.0, tags=_tagged(tags | {"status": status}, DONE_TAGS))
+            gauges[prefix + key].set(float(metrics[key]), tags=tags)
 
 
 def record_trial_start(tags: dict[str, str], total_steps: int) -> None:
@@ -179,9 +185,7 @@ class TrainMetricsCallback(ray.train.UserCallback):
             if finite_number(first.get(key)):
                 gauges[gauge].set(float(first[key]), tags=self.tags)
         if is_intermediate(first):
-            for key in ("quality", "kl"):
-                if finite_number(first.get(key)):
-                    gauges[f"eval_{key}"].set(float(first[key]), tags=self.tags)
+            _set_quality_kl(first, self.tags, prefix="eval_")
 
 
 def trial_state(trial, ended: dict[str, str]) -> str:
@@ -222,12 +226,13 @@ class SweepMetricsCallback(tune.Callback):
         counts: dict[tuple[str, str], int] = {}
         for trial in trials:
             method = str(trial.config.get("method", ""))
-            _SWEEP_OF[trial_name(trial.config, trial.trial_id)] = self.sweep
+            name = trial_name(trial.config, trial.trial_id)
+            _SWEEP_OF[name] = self.sweep
             self._methods.add(method)
             key = (method, trial_state(trial, self.ended))
             counts[key] = counts.get(key, 0) + 1
             if key[1] not in ("pending", "running", "paused"):
-                self._final_gauges(trial, method)
+                self._final_gauges(trial, method, name)
         gauge = _metrics()["sweep_trials"]
         for method in self._methods:
             for state in STATES:  # zeros too: a panel shows a state emptying
@@ -235,15 +240,11 @@ class SweepMetricsCallback(tune.Callback):
                         "state": state}
                 gauge.set(float(counts.get((method, state), 0)), tags=tags)
 
-    def _final_gauges(self, trial, method: str) -> None:
+    def _final_gauges(self, trial, method: str, name: str) -> None:
         """An ended trial's quality and KL, from the last result Tune has of it (the
         values its store row keeps: record_trial set them first)."""
-        result = trial.last_result or {}
-        tags = {"sweep": self.sweep, "scenario": self.scenario, "method": method,
-                "trial": trial_name(trial.config, trial.trial_id)}
-        for key in ("quality", "kl"):
-            if finite_number(result.get(key)):
-                _metrics()[key].set(float(result[key]), tags=tags)
+        tags = {"sweep": self.sweep, "scenario": self.scenario, "method": method, "trial": name}
+        _set_quality_kl(trial.last_result or {}, tags)
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self._last >= self.every_s:

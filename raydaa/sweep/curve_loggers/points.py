@@ -4,8 +4,9 @@ final evaluation as `final/<key>`, and its configuration as hyperparameters."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from raydaa.sweep.pruning import finite_real
 
 EVAL_PREFIXES = ("quality", "kl", "eval_", "sampling_", "mean_completion")
 """The keys an intermediate evaluation adds to its step's report (quality, quality_low, kl,
@@ -18,26 +19,22 @@ FINAL_METRICS = ("final/quality", "final/kl")
 """The ones a hyperparameter table shows beside each configuration."""
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def report_step(report: dict[str, Any]) -> int | None:
     """The optimizer step a training report was made at (None: not a step's report)."""
     step = report.get("step")
-    return int(step) if _number(step) else None
+    return int(step) if finite_real(step) else None
 
 
 def step_points(report: dict[str, Any]) -> dict[str, float]:
     """One training report -> {tag: value} of its finite numbers."""
     return {f"{'eval' if key.startswith(EVAL_PREFIXES) else 'train'}/{key}": float(value)
-            for key, value in report.items() if key not in NOT_CURVES and _number(value)}
+            for key, value in report.items() if key not in NOT_CURVES and finite_real(value)}
 
 
 def final_points(metrics: dict[str, Any]) -> dict[str, float]:
     """The trial's final result -> {`final/<key>`: value} of its finite numbers."""
     return {f"final/{key}": float(metrics[key]) for key in FINAL_KEYS
-            if _number(metrics.get(key))}
+            if finite_real(metrics.get(key))}
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
